@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""Build the site: grid config -> trained toy models -> figure data and Vega-Lite specs ->
+essay and figure pages -> build/site/, swapped into place only when the whole build succeeded.
+
+    python build.py [--out DIR] [--grid FILE] [--device cpu|cuda] [--check]
+"""
+import argparse
+import ctypes
+import datetime
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from errors import BuildError  # noqa: E402
+from precompute import config, figures, models  # noqa: E402
+from render import bibliography, essay, figure_export, pages  # noqa: E402
+
+CONTENT = ROOT / "content"
+META_KEYS = ("title", "subtitle", "kicker", "author", "description", "date")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    started = time.perf_counter()
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+
+    # 1. Read and check every input before any training.
+    grid = config.load_grid(args.grid)
+    check_families(grid)
+    meta = read_meta(CONTENT / "meta.toml")
+    bib = bibliography.load(CONTENT / "references.bib")
+    essay_path = CONTENT / "essay.md"
+    essay_text = read_text(essay_path)
+    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib)
+    if args.check:
+        print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
+              f"models in {len(grid.families)} families), {essay_path.name}, "
+              f"{len(bib)} references, {len(figures.ids())} figure ids")
+        return 0
+    build = build_info(args)
+
+    # 2. Train every family of the grid (or take it from the cache).
+    device = resolve_device(args.device)
+    cache_dir = ROOT / "build" / "cache"
+    trained = {}
+    for name, family in grid.families.items():
+        t = time.perf_counter()
+        trained[name] = models.trained_family(family, grid.train, device, cache_dir,
+                                              progress=not args.quiet, log=log)
+        how = "cache" if trained[name].from_cache else f"trained in {time.perf_counter() - t:.0f} s"
+        log(f"{name}: {len(family.instances)} models ({how})")
+
+    # 3. Figures from the models; the essay around them. All into a staging folder.
+    figs = {f.id: f for f in figures.build_all(trained)}
+    env = pages.environment()
+    with staging(Path(args.out)) as out:
+        order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
+        records = [figure_export.export(figs[i], n + 1, out, meta, build)
+                   for n, i in enumerate(order)]
+        by_id = {r["id"]: r for r in records}
+        (out / "figures" / "manifest.json").write_text(figure_export.manifest(records))
+        pages.write_assets(out, cache_dir)
+        for family, tr in trained.items():
+            write_json(out / "data" / "models" / f"{family}.json",
+                       {"family": family, "config": family_config(tr), "models": tr.records()})
+        common = {"meta": meta, "build": build, "page_description": meta["description"]}
+        block = lambda root, inline: lambda fid, number: pages.render(
+            env, "figure_block.html", fig=by_id[fid], root=root, inline=inline, **common)
+        for inline in (None, pages.inline_assets(cache_dir)):
+            doc = essay.render(essay_path, essay_text, set(figs), bib,
+                               {i: f.facts for i, f in figs.items()}, block("", inline))
+            name = "superposition-offline.html" if inline else "index.html"
+            (out / name).write_text(pages.render(
+                env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
+                references=[bib[k] for k in doc.citations], specs=[by_id[i] for i in doc.figure_order],
+                reading_minutes=max(1, round(doc.words / 230)), citation=article_citation(meta, build),
+                og_image=og_image(meta, doc.figure_order), root="", inline=inline, **common))
+        for r in records:
+            (out / "figures" / r["id"] / "index.html").write_text(pages.render(
+                env, "figure.html", fig=r, figure_html=block("../../", None)(r["id"], r["number"]),
+                specs=[r], root="../../", inline=None, og_image="figure.png",
+                provenance={"code_hash": models.code_hash(), "families":
+                            figure_export.provenance_families(figs[r["id"]], trained, grid.train)},
+                **common))
+        (out / "figures" / "index.html").write_text(pages.render(
+            env, "figures_index.html", figures=records, specs=[], root="../", inline=None,
+            og_image="../figures/" + order[0] + "/figure.png", **common))
+        (out / ".nojekyll").write_text("")
+        size, packed = site_size(out)
+
+    fresh = sum(not t.from_cache for t in trained.values())
+    print(f"built {args.out}/: {sum(len(t.family.instances) for t in trained.values())} models in "
+          f"{len(trained)} families ({fresh} trained, {len(trained) - fresh} from cache), "
+          f"{len(records)} figures, {len(records) + 3} pages, {size / 1e6:.1f} MB "
+          f"({packed / 1e6:.1f} MB gzipped), {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(ROOT / "build" / "site"), help="output folder")
+    p.add_argument("--grid", default=str(config.DEFAULT_GRID), help="grid config (TOML)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--check", action="store_true", help="validate all inputs, train nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--version", help="version string (default: the git commit)")
+    p.add_argument("--date", help="build date YYYY-MM-DD (default: the git commit's date)")
+    return p.parse_args(argv)
+
+
+def check_families(grid):
+    for family, fig in figures.required_families().items():
+        if family not in grid.families:
+            raise BuildError(grid.path, f"no [family.{family}], which figure '{fig}' needs",
+                             f"add [family.{family}] (see precompute/grid.toml)")
+
+
+def read_text(path):
+    if not path.is_file():
+        raise BuildError(path, "content file missing", "restore it (git checkout -- content/)")
+    return path.read_text()
+
+
+def read_meta(path):
+    try:
+        meta = tomllib.loads(read_text(path))
+    except tomllib.TOMLDecodeError as e:
+        raise BuildError(path, f"not valid TOML ({e})", "fix the syntax") from None
+    for key in META_KEYS:
+        if not isinstance(meta.get(key), str):
+            raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')
+    return meta
+
+
+def build_info(args):
+    """Version and date from the git commit (or flags), never the clock: same inputs, same bytes."""
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+    version = args.version or git("rev-parse", "--short=12", "HEAD") or "unversioned"
+    date = args.date or git("log", "-1", "--format=%cs") or "1970-01-01"
+    try:
+        datetime.date.fromisoformat(date)
+    except ValueError:
+        raise BuildError("--date", f"{date!r} is not a date", "use YYYY-MM-DD") from None
+    return {"version": version, "date": date, "year": date[:4]}
+
+
+def resolve_device(device):
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise BuildError("--device cuda", "no CUDA device is available", "use --device cpu")
+    return device
+
+
+def family_config(tr):
+    return {"name": tr.family.name, "title": tr.family.title, "spec": tr.family.spec,
+            "m": tr.family.m, "activation": tr.family.activation, "seeds": tr.family.seeds,
+            "cache_key": tr.key, "training_code": models.code_hash()}
+
+
+def article_citation(meta, build):
+    return {"text": f"{meta['author']} ({build['year']}). {meta['title']}: {meta['subtitle']} "
+                    f"Version {build['version']}.",
+            "bibtex": f"@misc{{superposition-explained,\n  author = {{{meta['author']}}},\n"
+                      f"  title = {{{meta['title']}: {meta['subtitle']}}},\n"
+                      f"  year = {{{build['year']}}},\n  note = {{version {build['version']}}},\n"
+                      f"  url = {{{meta.get('site_url', '')}}}\n}}"}
+
+
+def og_image(meta, order):
+    path = f"figures/{order[0]}/figure.png"
+    return f"{meta['site_url'].rstrip('/')}/{path}" if meta.get("site_url") else path
+
+
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+
+
+def site_size(out):
+    files = [p for p in out.rglob("*") if p.is_file()]
+    raw = sum(p.stat().st_size for p in files)
+    packed = sum(len(gzip.compress(p.read_bytes(), mtime=0)) for p in files)
+    return raw, packed
+
+
+@contextmanager
+def staging(target):
+    """Yield an empty folder beside `target`; on success swap it in, on any failure or signal
+    remove it, leaving the previous site byte for byte as it was."""
+    target = target.resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.staging-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield tmp
+        swap(tmp, target)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def swap(new, target):
+    """Put `new` at `target`: one atomic exchange (Linux renameat2) where possible."""
+    if not target.exists():
+        os.rename(new, target)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    exchange = getattr(libc, "renameat2", None)
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if exchange and exchange(AT_FDCWD, bytes(new), AT_FDCWD, bytes(target), RENAME_EXCHANGE) == 0:
+        return  # `new` now holds the old site, removed by the caller
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, old)
+    os.rename(new, target)
+    shutil.rmtree(old)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: nothing written; the previous site is untouched", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,56 @@
+"""Trained-model cache under build/cache/: one file per family and key.
+
+A file is one JSON header line {"format", "key", "sha256"} then an .npz payload (no pickle).
+Loading checks the header, the key and the payload's checksum; anything off is reported as a
+CacheMiss with a one-line reason, and the caller retrains. Writes are atomic (temp + rename).
+"""
+import hashlib
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = 1
+
+
+class CacheMiss(Exception):
+    """The entry cannot be used; str() is a one-line reason naming the file."""
+
+
+def load(path, key):
+    path = Path(path)
+    if not path.exists():
+        raise CacheMiss(f"{path}: not cached yet")
+    blob = path.read_bytes()
+    head, sep, payload = blob.partition(b"\n")
+    try:
+        header = json.loads(head)
+        if not isinstance(header, dict) or not sep:
+            raise ValueError
+    except ValueError:
+        raise CacheMiss(f"{path}: corrupt cache entry (unreadable header); retraining") from None
+    if header.get("format") != FORMAT or header.get("key") != key:
+        raise CacheMiss(f"{path}: foreign or stale cache entry (key does not match); retraining")
+    if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
+        raise CacheMiss(f"{path}: corrupt cache entry (checksum mismatch, truncated?); retraining")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            return {k: npz[k] for k in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as e:
+        raise CacheMiss(f"{path}: corrupt cache entry ({e}); retraining") from None
+
+
+def save(path, key, arrays):
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    payload = buf.getvalue()
+    header = json.dumps({"format": FORMAT, "key": key,
+                         "sha256": hashlib.sha256(payload).hexdigest()}).encode()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(header + b"\n" + payload)
+    os.replace(tmp, path)

@@ -1,0 +1,70 @@
+"""Figure data loaders: one module per figure, each turning trained models into tables, an
+Altair chart, a caption and the facts the essay quotes. FIGURES lists them; ids are permanent."""
+from dataclasses import dataclass, field
+
+import altair as alt
+import numpy as np
+
+alt.data_transformers.disable_max_rows()  # figure data is inline by design (file:// can't fetch)
+
+# Okabe & Ito's colour-blind-safe palette; diverging and sequential schemes are Vega's
+# colour-blind-safe "blueorange" and "viridis".
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+REPRESENTED = 0.5  # ||W_i|| above this counts as represented (the paper's plots use ~0.5 too)
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str
+    caption: str  # markdown; may quote facts
+    description: str  # plain text for screen readers
+    chart: object  # an Altair chart
+    tables: dict  # name -> pandas.DataFrame, exported as JSON and CSV
+    families: list  # grid families it draws on
+    params: dict = field(default_factory=dict)  # what else fixes it (seeds, samples, ...)
+    facts: dict = field(default_factory=dict)  # numbers the essay fills in
+
+
+def lowest_loss(trained):
+    """Index of the lowest-loss seed at each grid point (seed-major instances), shape (per_seed,).
+    The paper keeps the best of several fits, since some seeds stick in local minima."""
+    fam = trained.family
+    losses = trained.arrays["final_loss"].reshape(fam.seeds, fam.per_seed)
+    return losses.argmin(0) * fam.per_seed + np.arange(fam.per_seed)
+
+
+def sparsity_label(s):
+    return f"{s:.3g}"
+
+
+def index_slider(name, labels, title):
+    """A slider over grid-point indices; the chart shows the value it stands for."""
+    return alt.param(name=name, value=len(labels) // 2,
+                     bind=alt.binding_range(min=0, max=len(labels) - 1, step=1, name=title))
+
+
+def _modules():
+    from precompute.figures import (concentration, dimensionality, lab_correlations,
+                                    lab_interference, lab_packing, phase_diagram,
+                                    superposition_panel)
+    return [lab_correlations, lab_interference, lab_packing, superposition_panel, phase_diagram,
+            dimensionality, concentration]
+
+
+def build_all(trained):
+    """Every figure, from a dict family name -> models.Trained."""
+    return [m.build(trained) for m in _modules()]
+
+
+def ids():
+    return [m.ID for m in _modules()]
+
+
+def required_families():
+    """family name -> the first figure id that needs it."""
+    need = {}
+    for m in _modules():
+        for fam in m.FAMILIES:
+            need.setdefault(fam, m.ID)
+    return need

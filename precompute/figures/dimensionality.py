@@ -1,0 +1,65 @@
+"""Feature dimensionality under uniform importance: dimensions per feature m/||W||_F^2 against
+1/(1-S), each feature's D_i as a dot, and the fractions the paper names as reference lines."""
+from fractions import Fraction
+
+import altair as alt
+import pandas as pd
+
+from precompute import metrics
+from precompute.figures import PALETTE, REPRESENTED, Figure
+
+ID = "dimensionality"
+FAMILY = "dimensionality"
+FAMILIES = [FAMILY]
+FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
+             Fraction(3, 8), Fraction(1, 3)]
+
+
+def build(trained):
+    tr = trained[FAMILY]
+    fam = tr.family
+    curve, dots = [], []
+    for k, inst in enumerate(fam.instances):
+        W, _, _ = tr.model(k)
+        geo = metrics.geometry(W)
+        inv = round(1.0 / (1.0 - inst.sparsity), 4)
+        curve.append({"inv_density": inv, "sparsity": inst.sparsity, "seed": inst.seed,
+                      "dims_per_feature": round(geo["dims_per_feature"], 4),
+                      "final_loss": float(tr.arrays["final_loss"][k])})
+        for i in range(inst.n):
+            if geo["norm"][i] > REPRESENTED:
+                dots.append({"inv_density": inv, "feature": i + 1,
+                             "D": round(float(geo["dimensionality"][i]), 4)})
+    curve, dots = pd.DataFrame(curve), pd.DataFrame(dots)
+    half = curve[(curve.dims_per_feature - 0.5).abs() < 0.1]
+    facts = {"n": fam.instances[0].n, "m": fam.m,
+             "half_from": f"{half.inv_density.min():.1f}" if len(half) else "none",
+             "half_to": f"{half.inv_density.max():.1f}" if len(half) else "none",
+             "half_points": len(half)}
+    refs = pd.DataFrame([{"D": float(f), "label": str(f), "guide": f == Fraction(1, 3)}
+                         for f in FRACTIONS])
+
+    x = alt.X("inv_density:Q", scale=alt.Scale(type="log"), title="1 / (1 − S)")
+    y = alt.Y("D:Q", scale=alt.Scale(domain=[0, 1.1]), title="dimensions per feature")
+    rules = alt.Chart(refs).mark_rule(color="gray", opacity=0.6).encode(
+        y="D:Q", strokeDash=alt.condition(alt.datum.guide, alt.value([2, 3]), alt.value([6, 2])))
+    labels = alt.Chart(refs).mark_text(align="left", x=505, fontSize=10, color="gray").encode(
+        y="D:Q", text="label:N")
+    points = alt.Chart(dots).mark_point(filled=True, size=14, opacity=0.35, color=PALETTE[0]
+                                        ).encode(x=x, y=y, tooltip=["inv_density:Q", "feature:O", "D:Q"])
+    line = alt.Chart(curve).mark_line(color=PALETTE[5], strokeWidth=2.5, point=True).encode(
+        x=x, y=alt.Y("dims_per_feature:Q"), tooltip=["sparsity:Q", "dims_per_feature:Q"])
+    chart = alt.layer(rules, labels, points, line).properties(width=500, height=300)
+
+    caption = (f"n = {facts['n']} features of equal importance in m = {facts['m']} dimensions. "
+               f"The line is m/‖W‖²_F, the dimensions the model spends per feature it stores; dots "
+               f"are individual represented features' dimensionality Dᵢ. Reference lines mark "
+               f"the fractions the paper names (1/3 dotted, as a guide). The line sits near 1/2 — "
+               f"features in antipodal pairs — for 1/(1−S) from {facts['half_from']} to "
+               f"{facts['half_to']}.")
+    description = ("Line chart of dimensions per feature against inverse feature density on a "
+                   "log axis, with dots for each feature's dimensionality and horizontal "
+                   "reference lines at 1, 3/4, 2/3, 1/2, 2/5, 3/8 and 1/3.")
+    return Figure(ID, "Feature dimensionality", caption, description, chart,
+                  {"dims_per_feature": curve, "features": dots}, FAMILIES,
+                  {"represented": f"||W_i|| > {REPRESENTED}"}, facts)

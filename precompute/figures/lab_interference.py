@@ -1,0 +1,105 @@
+"""Lab 3.2: two unit feature directions at an angle, and how much of feature A (active, x_A = 1)
+is read out on feature B before and after the ReLU with bias b: W_B . W_A x_A + b = cos(angle) + b.
+Below, the angles that trained two-dimensional models actually put between their features."""
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from precompute import metrics
+from precompute.figures import PALETTE, REPRESENTED, Figure, lowest_loss
+
+ID = "lab-interference"
+FAMILY = "packing2d"
+FAMILIES = [FAMILY]
+ANGLES = np.arange(0, 181, 3)
+BIASES = np.round(np.arange(-1.0, 0.501, 0.05), 2)
+
+
+def trained_angles(tr, min_sparsity=0.9):
+    """Angles between every pair of represented features, in the best sparse m=2 models."""
+    rows = []
+    for k in lowest_loss(tr):
+        inst = tr.family.instances[k]
+        if inst.sparsity < min_sparsity or inst.n < 3:
+            continue
+        W, b, _ = tr.model(k)
+        live = np.flatnonzero(metrics.geometry(W)["norm"] > REPRESENTED)
+        unit = W[:, live] / np.linalg.norm(W[:, live], axis=0)
+        for a in range(len(live)):
+            for c in range(a + 1, len(live)):
+                angle = np.degrees(np.arccos(np.clip(unit[:, a] @ unit[:, c], -1, 1)))
+                rows.append({"n": inst.n, "sparsity": inst.sparsity, "angle": round(float(angle), 2)})
+    return pd.DataFrame(rows)
+
+
+def build(trained):
+    tr = trained[FAMILY]
+    grid = pd.DataFrame([{"angle": int(a), "bias": float(b),
+                          "before ReLU": round(float(np.cos(np.radians(a)) + b), 4),
+                          "after ReLU": round(float(max(0.0, np.cos(np.radians(a)) + b)), 4)}
+                         for a in ANGLES for b in BIASES])
+    pairs = trained_angles(tr)
+    biases = np.concatenate([tr.model(k)[1] for k in lowest_loss(tr)
+                             if tr.family.instances[k].sparsity >= 0.9])
+    near = pairs[pairs.angle < 90]
+    facts = {"pairs": len(pairs), "acute_share": f"{100 * len(near) / max(len(pairs), 1):.0f}%",
+             "median_bias": f"{np.median(biases):.2f}"}
+
+    angle = alt.param(name="angle", value=60,
+                      bind=alt.binding_range(min=0, max=180, step=3, name="angle (degrees)"))
+    bias = alt.param(name="bias", value=-0.2,
+                     bind=alt.binding_range(min=-1, max=0.5, step=0.05, name="bias b"))
+    here = (alt.datum.angle == angle) & (alt.datum.bias == bias)
+    vec = pd.DataFrame([{"feature": "A", "angle": 0}, {"feature": "B", "angle": None}])
+    scale = alt.Scale(domain=[-1.2, 1.2])
+    color = alt.Color("feature:N", scale=alt.Scale(domain=["A", "B"], range=PALETTE[:2]),
+                      legend=None)
+    arrows = alt.Chart(vec).transform_calculate(
+        theta="datum.feature == 'A' ? 0 : angle * PI / 180",
+        x="cos(datum.theta)", y="sin(datum.theta)")
+    plane = alt.layer(
+        arrows.mark_rule(strokeWidth=3).encode(x=alt.X("x:Q", scale=scale, title=None),
+                                               y=alt.Y("y:Q", scale=scale, title=None),
+                                               x2=alt.datum(0), y2=alt.datum(0), color=color),
+        arrows.mark_text(dx=10, dy=-8, fontSize=14, fontWeight="bold").encode(
+            x="x:Q", y="y:Q", text="feature:N", color=color),
+    ).properties(width=220, height=220, title="feature directions")
+
+    long = grid.melt(id_vars=["angle", "bias"], var_name="read-out", value_name="value")
+    ro_color = alt.Color("read-out:N", scale=alt.Scale(domain=["before ReLU", "after ReLU"],
+                                                       range=[PALETTE[4], PALETTE[5]]),
+                         legend=alt.Legend(orient="bottom", title="A read out on B"))
+    curve = alt.Chart(long).transform_filter(alt.datum.bias == bias)
+    readout = alt.layer(
+        curve.mark_line().encode(x=alt.X("angle:Q", title="angle between A and B (degrees)",
+                                         scale=alt.Scale(domain=[0, 180])),
+                                 y=alt.Y("value:Q", title="interference on B",
+                                         scale=alt.Scale(domain=[-2, 1.5])), color=ro_color),
+        curve.transform_filter(alt.datum.angle == angle).mark_point(filled=True, size=90).encode(
+            x="angle:Q", y="value:Q", color=ro_color, tooltip=["read-out:N", "value:Q"]),
+        alt.Chart(long).transform_filter(here).transform_filter(
+            alt.datum["read-out"] == "after ReLU").transform_calculate(
+            t="'after ReLU: ' + format(datum.value, '.2f')").mark_text(
+            align="left", x=5, y=10, fontSize=12).encode(text="t:N"),
+    ).properties(width=300, height=220, title="how much of A leaks into B")
+
+    hist = alt.Chart(pairs).mark_bar(color=PALETTE[2]).encode(
+        x=alt.X("angle:Q", bin=alt.Bin(step=6), title="angle between represented features in "
+                "trained m = 2 models, S ≥ 0.9 (degrees)", scale=alt.Scale(domain=[0, 180])),
+        y=alt.Y("count():Q", title="feature pairs")).properties(width=560, height=120)
+    chart = alt.vconcat(alt.hconcat(plane, readout).resolve_scale(color="independent"), hist
+                        ).add_params(angle, bias)
+
+    caption = (f"Feature A is active (x_A = 1) and B is not. B's read-out is W_B·W_A x_A + b = "
+               f"cos θ + b: positive interference below 90 degrees, which a negative bias and the "
+               f"ReLU can cut to zero; beyond 90 degrees the ReLU removes it outright. Move the "
+               f"sliders for the angle and the bias. Below: the {facts['pairs']} angles between "
+               f"represented features in our trained sparse two-dimensional models; "
+               f"{facts['acute_share']} are acute, and those models' median bias is "
+               f"{facts['median_bias']}.")
+    description = ("Two arrows at an adjustable angle, a chart of interference before and after "
+                   "the ReLU against angle for an adjustable bias, and a histogram of angles "
+                   "between features in trained models.")
+    return Figure(ID, "Lab 3.2 — Feature interference geometry", caption, description, chart,
+                  {"interference": grid, "trained_angles": pairs}, FAMILIES,
+                  {"angles": "0..180 step 3", "biases": "-1..0.5 step 0.05"}, facts)

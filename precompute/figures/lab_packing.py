@@ -1,0 +1,86 @@
+"""Lab 3.3: the trained columns W_i of m=2 models drawn as arrows in the plane, for every number
+of features n and sparsity in the grid, with which features are represented and the loss."""
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from precompute import metrics
+from precompute.figures import PALETTE, REPRESENTED, Figure, index_slider, lowest_loss, sparsity_label
+
+ID = "lab-packing"
+FAMILY = "packing2d"
+FAMILIES = [FAMILY]
+
+
+def build(trained):
+    tr = trained[FAMILY]
+    fam = tr.family
+    arrows, cells = [], []
+    sparsities = sorted({i.sparsity for i in fam.instances})
+    ns = sorted({i.n for i in fam.instances})
+    for k in lowest_loss(tr):
+        inst = fam.instances[k]
+        W, _, _ = tr.model(k)
+        geo = metrics.geometry(W)
+        s_index, rep = sparsities.index(inst.sparsity), int((geo["norm"] > REPRESENTED).sum())
+        loss = float(tr.arrays["final_loss"][k])
+        for i in range(inst.n):
+            arrows.append({"n": inst.n, "s_index": s_index, "feature": i + 1,
+                           "x": round(float(W[0, i]), 4), "y": round(float(W[1, i]), 4),
+                           "norm": round(float(geo["norm"][i]), 4),
+                           "represented": "represented" if geo["norm"][i] > REPRESENTED
+                           else "not represented"})
+        cells.append({"n": inst.n, "s_index": s_index, "sparsity": sparsity_label(inst.sparsity),
+                      "represented": rep, "final_loss": loss, "seed": inst.seed,
+                      "label": f"n = {inst.n}, S = {sparsity_label(inst.sparsity)}: {rep} of "
+                               f"{inst.n} represented, loss {loss:.2e}"})
+    arrows, cells = pd.DataFrame(arrows), pd.DataFrame(cells)
+    pent = cells[(cells.n == 5)].sort_values("s_index")
+    facts = {"pentagon_sparsity": next((r.sparsity for r in pent.itertuples()
+                                        if r.represented == 5), "never"),
+             "dense_represented_n5": int(pent.iloc[0].represented)}
+
+    n_sel = alt.param(name="n_features", value=5,
+                      bind=alt.binding_range(min=min(ns), max=max(ns), step=1, name="features n"))
+    s_sel = index_slider("s_index", [sparsity_label(s) for s in sparsities], "sparsity step")
+    pick = (alt.datum.n == n_sel) & (alt.datum.s_index == s_sel)
+    plane = alt.Chart(arrows).transform_filter(pick)
+    scale = alt.Scale(domain=[-1.4, 1.4])
+    color = alt.Color("represented:N", scale=alt.Scale(domain=["represented", "not represented"],
+                                                       range=[PALETTE[0], PALETTE[1]]),
+                      legend=alt.Legend(orient="bottom", title=None))
+    rules = plane.mark_rule(strokeWidth=2.5).encode(
+        x=alt.X("x:Q", scale=scale, title="hidden dimension 1"),
+        y=alt.Y("y:Q", scale=scale, title="hidden dimension 2"),
+        x2=alt.datum(0), y2=alt.datum(0), color=color)
+    tips = plane.mark_point(filled=True, size=60).encode(
+        x="x:Q", y="y:Q", color=color, tooltip=["feature:O", "x:Q", "y:Q", "norm:Q"])
+    names = plane.mark_text(dx=9, dy=-9, fontSize=11).encode(x="x:Q", y="y:Q", text="feature:O")
+    label = alt.Chart(cells).transform_filter(pick).mark_text(
+        align="left", x=0, y=-12, fontSize=12).encode(text="label:N")
+    arrows_chart = alt.layer(rules, tips, names, label).properties(width=320, height=320)
+
+    grid = alt.Chart(cells).mark_rect().encode(
+        x=alt.X("sparsity:O", sort=[sparsity_label(s) for s in sparsities], title="sparsity S"),
+        y=alt.Y("n:O", title="features n"),
+        color=alt.Color("represented:Q", title="represented", scale=alt.Scale(scheme="viridis")),
+        tooltip=["n:O", "sparsity:N", "represented:Q", "final_loss:Q"])
+    here = alt.Chart(cells).transform_filter(pick).mark_rect(
+        fill=None, stroke="#D55E00", strokeWidth=3).encode(
+        x=alt.X("sparsity:O", sort=[sparsity_label(s) for s in sparsities]), y="n:O")
+    grid_chart = alt.layer(grid, here).properties(width=260, height=260)
+    chart = alt.hconcat(arrows_chart, grid_chart).add_params(n_sel, s_sel)
+
+    caption = (f"Each arrow is one column W_i of a trained model with m = 2 hidden dimensions; "
+               f"choose the number of features n and the sparsity with the sliders (the "
+               f"lowest-loss of {fam.seeds} seeds is shown). Dense inputs leave room for only two "
+               f"features; sparse ones let the model fit more by spacing them around the circle. "
+               f"With n = 5 all five features are represented from S = "
+               f"{facts['pentagon_sparsity']}, as a regular pentagon. The grid on the right counts "
+               f"represented features for every (n, S) pair.")
+    description = ("Arrows in the plane for each feature of a two-dimensional toy model, with "
+                   "sliders for the number of features and the sparsity, beside a grid of how "
+                   "many features are represented for every setting.")
+    return Figure(ID, "Lab 3.3 — Packing features into two dimensions", caption, description,
+                  chart, {"arrows": arrows, "models": cells}, FAMILIES,
+                  {"selection": "lowest final loss of the seeds at each (n, S)"}, facts)

@@ -1,0 +1,65 @@
+"""What we measure on a trained toy model: its loss on fresh inputs, the neuron-feature Pearson
+correlations, and the paper's per-feature geometry (Elhage et al. 2022, sections 2-4)."""
+import numpy as np
+import torch
+
+from precompute import toy_model
+from precompute.train import Batch, family_seed
+
+EVAL_CHUNK = 4096
+
+
+def evaluate(family, W, b, samples, device="cpu"):
+    """Final loss (I,) and neuron-feature correlations (I, m, n_max) over `samples` fresh inputs
+    at each model's own sparsity. Pearson r is 0 where a neuron or feature has no variance."""
+    batch = Batch(family, device)
+    W, b = torch.from_numpy(W).to(device), torch.from_numpy(b).to(device).unsqueeze(2)
+    gen = torch.Generator(device).manual_seed(family_seed(family.name, "eval"))
+    I, m, n = W.shape
+    sx, sxx = torch.zeros(I, n, dtype=torch.float64), torch.zeros(I, n, dtype=torch.float64)
+    sh, shh = torch.zeros(I, m, dtype=torch.float64), torch.zeros(I, m, dtype=torch.float64)
+    shx, loss = torch.zeros(I, m, n, dtype=torch.float64), torch.zeros(I, dtype=torch.float64)
+    r = torch.empty(family.seeds, 1, n, EVAL_CHUNK, device=device)
+    x = torch.empty(I, n, EVAL_CHUNK, device=device)
+    chunks = max(1, samples // EVAL_CHUNK)
+    for _ in range(chunks):
+        batch.inputs(r, gen, x)
+        h = torch.bmm(W, x)
+        loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu).double().cpu()
+        xd, hd = x.double().cpu(), h.double().cpu()
+        sx += xd.sum(2); sxx += (xd * xd).sum(2); sh += hd.sum(2); shh += (hd * hd).sum(2)
+        shx += torch.bmm(hd, xd.transpose(1, 2))
+    N = chunks * EVAL_CHUNK
+    cov = shx / N - (sh / N).unsqueeze(2) * (sx / N).unsqueeze(1)
+    sd_h = (shh / N - (sh / N) ** 2).clamp_min(0).sqrt().unsqueeze(2)
+    sd_x = (sxx / N - (sx / N) ** 2).clamp_min(0).sqrt().unsqueeze(1)
+    denom = sd_h * sd_x
+    corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
+    return (loss / chunks).float().numpy(), corr.float().numpy()
+
+
+def geometry(W):
+    """Per-feature geometry of one model, W of shape (m, n):
+    norm ||W_i||; superposition sum_{j!=i} (W^_i . W_j)^2; dimensionality
+    D_i = ||W_i||^2 / sum_j (W^_i . W_j)^2; dims per feature m / ||W||_F^2."""
+    W = np.asarray(W, dtype=np.float64)
+    norms = np.linalg.norm(W, axis=0)
+    live = norms > 1e-6
+    W_hat = np.where(live, W / np.where(live, norms, 1.0), 0.0)
+    overlap2 = (W_hat.T @ W) ** 2  # [i, j] = (W^_i . W_j)^2
+    total = overlap2.sum(axis=1)
+    frob2 = float((W ** 2).sum())
+    return {
+        "norm": norms,
+        "superposition": total - np.diag(overlap2),
+        "dimensionality": np.where(live, norms ** 2 / np.where(live, total, 1.0), 0.0),
+        "dims_per_feature": W.shape[0] / frob2 if frob2 > 0 else 0.0,
+    }
+
+
+def participation_ratio(corr):
+    """How many features a neuron responds to, per neuron: (sum_i r_i^2)^2 / sum_i r_i^4.
+    1 for a neuron tied to a single feature, k for one spread evenly over k features."""
+    c2 = np.asarray(corr, dtype=np.float64) ** 2
+    num, den = c2.sum(axis=-1) ** 2, (c2 ** 2).sum(axis=-1)
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)

@@ -1,0 +1,82 @@
+"""Trained models for every family of the grid, from the cache or freshly trained, and their
+weight tables (data/models/<family>.json: one record per model)."""
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from precompute import cache, metrics
+from precompute.train import train_family
+
+# The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation.
+TRAINING_CODE = [Path(__file__).with_name(f) for f in
+                 ("config.py", "toy_model.py", "train.py", "metrics.py")]
+
+
+def code_hash():
+    h = hashlib.sha256()
+    for path in TRAINING_CODE:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def cache_key(family, train_cfg, device):
+    blob = json.dumps({"family": family.name, "spec": family.spec, "train": asdict(train_cfg),
+                       "code": code_hash(), "device": device, "torch": torch.__version__},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class Trained:
+    family: object  # config.Family
+    arrays: dict  # W, b, loss_curve, curve_steps, final_loss, corr
+    steps: int
+    key: str
+    from_cache: bool
+
+    def model(self, k):
+        """Model k with its padding stripped: W (m, n), b (n,), corr (m, n)."""
+        n = self.family.instances[k].n
+        a = self.arrays
+        return a["W"][k][:, :n], a["b"][k][:n], a["corr"][k][:, :n]
+
+    def records(self):
+        """The weight table: one record per model with params, losses, weights and geometry."""
+        fam, out = self.family, []
+        for k, inst in enumerate(fam.instances):
+            W, b, corr = self.model(k)
+            geo = metrics.geometry(W)
+            out.append({
+                "id": f"{fam.name}/{k}",
+                "params": {"n": inst.n, "m": fam.m, "sparsity": inst.sparsity,
+                           "importance": list(inst.importance), "activation": fam.activation},
+                "seed": inst.seed, "steps": self.steps,
+                "final_loss": float(self.arrays["final_loss"][k]),
+                "W": W.tolist(), "b": b.tolist(),
+                "norm": geo["norm"].tolist(), "superposition": geo["superposition"].tolist(),
+                "dimensionality": geo["dimensionality"].tolist(),
+                "dims_per_feature": geo["dims_per_feature"],
+                "correlation": corr.tolist(),
+                "polysemanticity": metrics.participation_ratio(corr).tolist(),
+            })
+        return out
+
+
+def trained_family(family, train_cfg, device, cache_dir, progress=True, log=print):
+    key = cache_key(family, train_cfg, device)
+    path = Path(cache_dir) / f"{family.name}-{key[:16]}.npz"
+    try:
+        return Trained(family, cache.load(path, key), train_cfg.steps, key, True)
+    except cache.CacheMiss as miss:
+        if path.exists():  # a missing entry is normal; a bad one is worth a line
+            log(str(miss))
+    arrays = train_family(family, train_cfg, device, progress)
+    arrays["final_loss"], arrays["corr"] = metrics.evaluate(
+        family, arrays["W"], arrays["b"], train_cfg.eval_samples, device)
+    arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    cache.save(path, key, arrays)
+    return Trained(family, arrays, train_cfg.steps, key, False)

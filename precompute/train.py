@@ -1,0 +1,95 @@
+"""Train every instance of one family as a single batched model.
+
+Instances are seed-major (config.py), so the inputs come as one uniform draw per seed, of shape
+(seeds, 1, n, batch), broadcast over that seed's grid points. Each instance still sees exactly the
+paper's input distribution and a fresh batch every step; grid points of one seed share their
+random numbers (common random numbers), which makes sweeps smooth and costs one draw per seed
+instead of one per instance. Seeds differ in both their initialisation and their data.
+"""
+import hashlib
+import math
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from errors import BuildError
+from precompute import toy_model
+
+
+def family_seed(name, purpose):
+    """A stable 63-bit seed for one family and purpose (init, data, eval)."""
+    return int.from_bytes(hashlib.sha256(f"{name}/{purpose}".encode()).digest()[:8], "big") >> 1
+
+
+class Batch:
+    """The family's instances as padded tensors on one device."""
+
+    def __init__(self, family, device):
+        inst, n_max = family.instances, family.n_max
+        self.family, self.device = family, device
+        self.shape = (family.seeds, family.per_seed)
+        self.n = torch.tensor([i.n for i in inst], dtype=torch.float32, device=device)
+        importance = np.zeros((len(inst), n_max, 1), np.float32)
+        inv_p = np.full((len(inst), n_max, 1), toy_model.PAD_INV_P, np.float32)
+        for k, i in enumerate(inst):
+            importance[k, :i.n, 0] = i.importance
+            inv_p[k, :i.n, 0] = 1.0 / (1.0 - i.sparsity)
+        self.importance = torch.from_numpy(importance).to(device)
+        self.inv_p = torch.from_numpy(inv_p).to(device).view(*self.shape, n_max, 1)
+        self.relu = family.activation == "relu"
+
+    def inputs(self, r, gen, out):
+        """A fresh batch x (instances, n_max, batch) from one uniform draw r per seed."""
+        r.uniform_(generator=gen)
+        return toy_model.sample_inputs(r, self.inv_p, out.view(*self.shape, *out.shape[1:]))
+
+    def init_weights(self):
+        """Xavier-normal W (as the paper), zero bias; padding columns stay exactly zero."""
+        m, n_max = self.family.m, self.family.n_max
+        W = torch.zeros(len(self.family.instances), m, n_max)
+        for seed in range(self.family.seeds):
+            gen = torch.Generator().manual_seed(family_seed(self.family.name, f"init/{seed}"))
+            for k, i in enumerate(self.family.instances):
+                if i.seed == seed:
+                    std = math.sqrt(2.0 / (m + i.n))
+                    W[k, :, :i.n] = torch.randn(m, i.n, generator=gen) * std
+        return W.to(self.device), torch.zeros(len(self.family.instances), n_max, 1,
+                                              device=self.device)
+
+
+def train_family(family, cfg, device="cpu", progress=True):
+    """Train all of a family's instances; returns numpy arrays W (I, m, n_max), b (I, n_max),
+    loss_curve (I, steps // log_every), with its steps."""
+    batch = Batch(family, device)
+    W, b = batch.init_weights()
+    W.grad, b.grad = torch.zeros_like(W), torch.zeros_like(b)
+    opt = torch.optim.AdamW([W, b], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    coef = 2.0 * batch.importance / (cfg.batch_size * batch.n.view(-1, 1, 1))
+    gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
+    ws = toy_model.Workspace(len(family.instances), family.m, family.n_max, cfg.batch_size, device)
+    r = torch.empty(family.seeds, 1, family.n_max, cfg.batch_size, device=device)
+    curve, curve_steps = [], []
+    for step in tqdm(range(1, cfg.steps + 1), desc=f"train {family.name}", disable=not progress,
+                     mininterval=1.0, leave=False):
+        log = step % cfg.log_every == 0 or step == cfg.steps
+        batch.inputs(r, gen, ws.x)
+        loss = toy_model.loss_and_grad(W, b, ws.x, coef, ws, batch.relu, want_loss=log,
+                                       importance=batch.importance, n=batch.n)
+        if log:
+            check_finite(family, loss, step)
+            curve.append(loss.cpu())
+            curve_steps.append(step)
+        opt.step()
+    return {"W": W.cpu().numpy(), "b": b.squeeze(2).cpu().numpy(),
+            "loss_curve": torch.stack(curve, 1).numpy(), "curve_steps": np.array(curve_steps)}
+
+
+def check_finite(family, loss, step):
+    bad = (~torch.isfinite(loss)).nonzero().flatten()
+    if len(bad):
+        i = family.instances[int(bad[0])]
+        raise BuildError(f"grid family '{family.name}'",
+                         f"training diverged (loss {float(loss[bad[0]])}) at step {step} for "
+                         f"seed={i.seed} n={i.n} sparsity={i.sparsity:g}",
+                         "lower [train] learning_rate or check that grid point")

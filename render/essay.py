@@ -1,0 +1,169 @@
+"""Markdown essay -> HTML body, with the project's own syntax, every use checked with file:line:
+
+  $...$, $$...$$        TeX math, rendered to MathML at build time
+  [@key], [@a; @b]       numbered citations with a hover/focus preview, from references.bib
+  ::: figure ID          places a figure (alone on its line); numbered in order of placement
+  @fig:ID                a cross-reference, rendered "Figure N"
+  {{ ID.fact }}          a number computed from the trained models, filled in at build time
+  [^note]                footnotes (python-markdown), shown as sidenotes on wide screens
+"""
+import re
+from dataclasses import dataclass, field
+
+import markdown
+from latex2mathml.converter import convert as latex_to_mathml
+from markdown.preprocessors import Preprocessor
+from markupsafe import escape
+
+from errors import BuildError
+
+DIRECTIVE = re.compile(r"^:::(.*)$")
+FIGURE = re.compile(r"^::: figure ([a-z0-9][a-z0-9-]*)\s*$")
+CITE = re.compile(r"\[((?:@[\w:-]+\s*;?\s*)+)\]")
+CITE_KEY = re.compile(r"@([\w:-]+)")
+XREF = re.compile(r"@fig:([a-z0-9][a-z0-9-]*)")
+FACT = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$")
+INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
+CODE_SPAN = re.compile(r"`[^`]*`")
+
+
+@dataclass
+class Essay:
+    html: str
+    toc: list  # [{"id", "name", "level", "children"}]
+    figure_order: list  # figure ids in order of placement
+    citations: list  # bibliography keys in order of first citation
+    words: int
+    notes: list = field(default_factory=list)
+
+
+def scan(path, text, figure_ids, bib, facts=None):
+    """Check every directive, citation, cross-reference and fact; return the figure order and
+    citation order. `facts` None skips fact values (for --check, before any training)."""
+    figures, cites, in_code = [], [], False
+    for no, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            in_code = not in_code
+        if in_code:
+            continue
+        fail = lambda msg, fix: BuildError(path, msg, fix, no)
+        if DIRECTIVE.match(line):
+            m = FIGURE.match(line)
+            if not m:
+                raise fail(f"malformed directive {line.strip()!r}",
+                           "write '::: figure ID' alone on its line")
+            if m.group(1) not in figure_ids:
+                raise fail(f"unknown figure id '{m.group(1)}'",
+                           "use one of: " + ", ".join(sorted(figure_ids)))
+            if m.group(1) in figures:
+                raise fail(f"figure '{m.group(1)}' is placed twice", "place each figure once")
+            figures.append(m.group(1))
+        prose = CODE_SPAN.sub("", line)
+        for m in CITE.finditer(prose):
+            for key in CITE_KEY.findall(m.group(1)):
+                if key not in bib:
+                    raise fail(f"unknown citation key '{key}'",
+                               "add it to content/references.bib or fix the key")
+                if key not in cites:
+                    cites.append(key)
+        for fig in XREF.findall(CITE.sub("", prose)):
+            if fig not in figure_ids:
+                raise fail(f"unknown figure id '{fig}' in a cross-reference",
+                           "use one of: " + ", ".join(sorted(figure_ids)))
+        for name in FACT.findall(prose):
+            fig, _, fact = name.partition(".")
+            if fig not in figure_ids or not fact:
+                raise fail(f"unknown fact '{name}'", "write {{ FIGURE-ID.fact }}")
+            if facts is not None and fact not in facts.get(fig, {}):
+                raise fail(f"figure '{fig}' has no fact '{fact}'",
+                           "use one of: " + ", ".join(sorted(facts.get(fig, {}))))
+        if prose.replace("$$", "").count("$") % 2:
+            raise fail("unbalanced $ in math", "close the math with a matching $")
+    for fig in set(XREF.findall(text)) - set(figures):
+        raise BuildError(path, f"figure '{fig}' is cross-referenced but never placed",
+                         f"add '::: figure {fig}'", None)
+    return figures, cites
+
+
+def _math(tex, display, path, no):
+    try:
+        return latex_to_mathml(tex.strip(), display="block" if display else "inline")
+    except Exception as e:  # latex2mathml raises many types for malformed input
+        raise BuildError(path, f"cannot render math ${tex}$ ({type(e).__name__})",
+                         "fix the TeX (latex2mathml does not know \\arg)", no) from None
+
+
+class _Directives(Preprocessor):
+    """Replace our syntax with stashed HTML, line by line, so errors keep their line numbers."""
+
+    def __init__(self, md, ctx):
+        super().__init__(md)
+        self.ctx = ctx
+
+    def run(self, lines):
+        c, stash = self.ctx, self.md.htmlStash.store
+        out, in_code = [], False
+        for no, line in enumerate(lines, 1):
+            if line.startswith("```"):
+                in_code = not in_code
+            if in_code:
+                out.append(line)
+                continue
+            m = FIGURE.match(line)
+            if m:
+                out += ["", stash(c["figure_html"](m.group(1), c["numbers"][m.group(1)])), ""]
+                continue
+            spans = {}
+
+            def keep(html):
+                token = f"\x02{len(spans)}\x03"
+                spans[token] = stash(html)
+                return token
+
+            line = CODE_SPAN.sub(lambda m: keep(str(escape(m.group(0)[1:-1])).join(
+                ("<code>", "</code>"))), line)
+            line = DISPLAY_MATH.sub(lambda m: keep(_math(m.group(1), True, c["path"], no)), line)
+            line = INLINE_MATH.sub(lambda m: keep(_math(m.group(1), False, c["path"], no)), line)
+            line = CITE.sub(lambda m: keep(self._cite(CITE_KEY.findall(m.group(1)))), line)
+            line = XREF.sub(lambda m: keep(
+                f'<a class="xref" href="#fig-{m.group(1)}">Figure {c["numbers"][m.group(1)]}</a>'),
+                line)
+            line = FACT.sub(lambda m: keep(str(escape(c["fact"](m.group(1))))), line)
+            for token, html in spans.items():
+                line = line.replace(token, html)
+            out.append(line)
+        return out
+
+    def _cite(self, keys):
+        c = self.ctx
+        parts = []
+        for key in keys:
+            n, entry = c["cite_numbers"][key], c["bib"][key]
+            parts.append(f'<span class="cite"><a href="#ref-{escape(key)}" '
+                         f'aria-describedby="tip-{escape(key)}-{n}">{n}</a>'
+                         f'<span class="cite-tip" role="tooltip" id="tip-{escape(key)}-{n}">'
+                         f'{escape(entry.text())}</span></span>')
+        return "<sup class=\"cites\">[" + ", ".join(parts) + "]</sup>"
+
+
+def render(path, text, figure_ids, bib, facts, figure_html):
+    """The essay's HTML body; figure_html(id, number) gives a placed figure's markup."""
+    figures, cites = scan(path, text, figure_ids, bib, facts)
+    numbers = {fig: i + 1 for i, fig in enumerate(figures)}
+
+    def fact(name):
+        fig, _, key = name.partition(".")
+        return facts[fig][key]
+
+    ctx = {"path": path, "bib": bib, "numbers": numbers, "figure_html": figure_html,
+           "cite_numbers": {k: i + 1 for i, k in enumerate(cites)}, "fact": fact}
+    md = markdown.Markdown(extensions=["toc", "footnotes", "tables", "attr_list", "smarty"],
+                           extension_configs={"toc": {"toc_depth": "2-3", "permalink": "#",
+                                                      "permalink_title": "Link to this section"},
+                                              "footnotes": {"BACKLINK_TITLE": "Back to text"}})
+    md.preprocessors.register(_Directives(md, ctx), "superposition_directives", 25)  # after
+    # normalize_whitespace (30), which strips the placeholder markers the stash relies on
+    html = md.convert(text)
+    words = len(re.sub(r"<[^>]+>", " ", html).split())
+    return Essay(html, md.toc_tokens, figures, cites, words)

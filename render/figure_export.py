@@ -1,0 +1,91 @@
+"""Each figure's public files under figures/<id>/: spec.vl.json, data.json, <table>.csv,
+figure.svg, figure.png, and its manifest entry. Ids and paths here are a published layout."""
+import hashlib
+import json
+import re
+import statistics
+
+import markdown
+import vl_convert
+
+
+def canonical_spec(fig):
+    """The standalone Vega-Lite spec, with view names made independent of build order: Altair
+    numbers unnamed views with a process-wide counter, which would let one figure's edit change
+    another figure's bytes."""
+    spec = fig.chart.to_dict()
+    spec["title"] = fig.title
+    spec["description"] = fig.description
+    text = json.dumps(spec, sort_keys=True, ensure_ascii=False)
+    names = list(dict.fromkeys(re.findall(r"\"(view_\d+)\"", text)))
+    for i, name in enumerate(names):
+        text = text.replace(f'"{name}"', f'"v{i + 1}"')
+    return json.loads(text)
+
+
+def spec_json(spec):
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def script_safe(text):
+    """JSON placed inside <script> must not contain '</'."""
+    return text.replace("</", "<\\/")
+
+
+def provenance_families(fig, trained, train_cfg):
+    out = []
+    for name in fig.families:
+        tr = trained[name]
+        losses = [float(x) for x in tr.arrays["final_loss"]]
+        out.append({"name": name, "title": tr.family.title, "models": len(losses),
+                    "seeds": tr.family.seeds, "steps": tr.steps, "batch_size": train_cfg.batch_size,
+                    "lr": train_cfg.learning_rate, "key": tr.key,
+                    "spec": json.dumps(tr.family.spec, sort_keys=True),
+                    "loss_min": f"{min(losses):.3g}", "loss_max": f"{max(losses):.3g}",
+                    "loss_median": f"{statistics.median(losses):.3g}"})
+    return out
+
+
+def export(fig, number, out_dir, meta, build):
+    """Write the figure's files; return its record (manifest fields plus page fields)."""
+    folder = out_dir / "figures" / fig.id
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = canonical_spec(fig)
+    text = spec_json(spec)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    (folder / "spec.vl.json").write_text(text)
+    tables = {name: json.loads(df.to_json(orient="records", double_precision=10))
+              for name, df in fig.tables.items()}
+    (folder / "data.json").write_text(json.dumps(tables, sort_keys=True, separators=(",", ":")))
+    data = ["data.json"]
+    for name, df in fig.tables.items():
+        df.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")
+        data.append(f"{name}.csv")
+    (folder / "figure.svg").write_text(vl_convert.vegalite_to_svg(spec))
+    (folder / "figure.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
+    url = f"{meta.get('site_url', '').rstrip('/')}/figures/{fig.id}/" if meta.get("site_url") \
+        else f"figures/{fig.id}/"
+    key = "superposition-fig-" + fig.id
+    return {
+        "id": fig.id, "number": number, "title": fig.title, "description": fig.description,
+        "caption_html": markdown.markdown(fig.caption)[3:-4],  # one paragraph, without <p>
+        "spec": f"figures/{fig.id}/spec.vl.json",
+        "data": data, "sha256": sha, "json": script_safe(text),
+        "params": {"families": fig.families, **fig.params},
+        "citation": {
+            "text": f"{meta['author']} ({build['year']}). \"{fig.title}\" (Figure {number}, id "
+                    f"{fig.id}, sha256 {sha[:16]}). In {meta['title']}, version {build['version']}. "
+                    f"{url}",
+            "bibtex": (f"@misc{{{key},\n  author = {{{meta['author']}}},\n"
+                       f"  title = {{{fig.title} (Figure {number})}},\n"
+                       f"  howpublished = {{{meta['title']}, version {build['version']}}},\n"
+                       f"  year = {{{build['year']}}},\n  url = {{{url}}},\n"
+                       f"  note = {{figure id {fig.id}, sha256 {sha}}}\n}}")},
+    }
+
+
+def manifest(records):
+    return json.dumps({"figures": [
+        {"id": r["id"], "number": r["number"], "title": r["title"], "spec": r["spec"],
+         "data": [f"figures/{r['id']}/{d}" for d in r["data"]], "sha256": r["sha256"],
+         "params": r["params"]} for r in records]}, indent=1, sort_keys=True)

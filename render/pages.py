@@ -1,0 +1,80 @@
+"""Every HTML page and asset of the site, from the jinja2 templates in site_templates/."""
+import base64
+import shutil
+from pathlib import Path
+
+import jinja2
+import vl_convert
+from markupsafe import Markup, escape
+
+from errors import BuildError
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "site_templates"
+MATH_FONT = Path("/usr/share/texmf/fonts/opentype/public/lm-math/latinmodern-math.otf")
+# No network origin anywhere; Vega compiles its expressions with Function(), hence unsafe-eval.
+CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'{inline}; style-src 'self' "
+       "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'none'; "
+       "base-uri 'none'; form-action 'none'")
+
+
+def environment():
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+def render(env, name, **ctx):
+    try:
+        return env.get_template(name).render(csp=CSP.format(inline=" 'unsafe-inline'" if
+                                                            ctx.get("inline") else ""), **ctx)
+    except jinja2.TemplateSyntaxError as e:
+        raise BuildError(TEMPLATES / (e.name or name), f"template syntax error: {e.message}",
+                         "fix the template", e.lineno) from None
+    except jinja2.TemplateError as e:
+        raise BuildError(TEMPLATES / name, f"template error: {e}",
+                         "fix the template or the value it names") from None
+
+
+def toc_html(tokens):
+    if not tokens:
+        return Markup("")
+    items = "".join(f'<li><a href="#{escape(t["id"])}">{escape(t["name"])}</a>'
+                    f'{toc_html(t["children"])}</li>' for t in tokens)
+    return Markup(f'<ul class="toc-list">{items}</ul>')
+
+
+def math_font():
+    if not MATH_FONT.is_file():
+        raise BuildError(MATH_FONT, "the Latin Modern Math font is missing",
+                         "install Debian's fonts-lmodern (make site does it)")
+    return MATH_FONT
+
+
+def write_assets(out, cache_dir):
+    """assets/: the vendored Vega runtime (from vl-convert-python, never a CDN), css, js, font."""
+    assets = out / "assets"
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "vega-bundle.js").write_text(vega_bundle(cache_dir))
+    for name in ("style.css", "site.js"):
+        shutil.copyfile(TEMPLATES / "static" / name, assets / name)
+    shutil.copyfile(math_font(), assets / "latinmodern-math.otf")
+
+
+def vega_bundle(cache_dir):
+    """Vega + Vega-Lite + Vega-Embed in one classic script; cached, as bundling takes a second."""
+    path = Path(cache_dir) / f"vega-bundle-{vl_convert.__version__}.js"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(vl_convert.javascript_bundle())
+        tmp.replace(path)
+    return path.read_text()
+
+
+def inline_assets(cache_dir):
+    """Everything the offline edition needs inside one file."""
+    font = base64.b64encode(math_font().read_bytes()).decode()
+    css = (TEMPLATES / "static" / "style.css").read_text().replace(
+        'url("latinmodern-math.otf")', f'url("data:font/otf;base64,{font}")')
+    safe = lambda js: js.replace("</script", "<\\/script")
+    return {"css": Markup(css), "runtime": safe(vega_bundle(cache_dir)),
+            "js": safe((TEMPLATES / "static" / "site.js").read_text())}
