@@ -38,9 +38,10 @@ def main(argv=None):
     # 1. Read and check every input before any training.
     grid = config.load_grid(args.grid)
     check_families(grid)
-    meta = read_meta(CONTENT / "meta.toml")
-    bib = bibliography.load(CONTENT / "references.bib")
-    essay_path = CONTENT / "essay.md"
+    content = Path(args.content)
+    meta = read_meta(content / "meta.toml")
+    bib = bibliography.load(content / "references.bib")
+    essay_path = content / "essay.md"
     essay_text = read_text(essay_path)
     placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib)
     if args.check:
@@ -52,7 +53,7 @@ def main(argv=None):
 
     # 2. Train every family of the grid (or take it from the cache).
     device = resolve_device(args.device)
-    cache_dir = ROOT / "build" / "cache"
+    cache_dir = Path(args.cache)
     trained = {}
     for name, family in grid.families.items():
         t = time.perf_counter()
@@ -111,9 +112,11 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "build" / "site"), help="output folder")
     p.add_argument("--grid", default=str(config.DEFAULT_GRID), help="grid config (TOML)")
+    p.add_argument("--content", default=str(CONTENT), help="folder of essay.md, references.bib, meta.toml")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--check", action="store_true", help="validate all inputs, train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--cache", default=str(ROOT / "build" / "cache"), help="trained-model cache")
     p.add_argument("--version", help="version string (default: the git commit)")
     p.add_argument("--date", help="build date YYYY-MM-DD (default: the git commit's date)")
     return p.parse_args(argv)

@@ -54,7 +54,7 @@ def write_assets(out, cache_dir):
     assets = out / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "vega-bundle.js").write_text(vega_bundle(cache_dir))
-    for name in ("style.css", "site.js"):
+    for name in ("style.css", "site.js", "favicon.svg"):
         shutil.copyfile(TEMPLATES / "static" / name, assets / name)
     shutil.copyfile(math_font(), assets / "latinmodern-math.otf")
 
@@ -76,5 +76,6 @@ def inline_assets(cache_dir):
     css = (TEMPLATES / "static" / "style.css").read_text().replace(
         'url("latinmodern-math.otf")', f'url("data:font/otf;base64,{font}")')
     safe = lambda js: js.replace("</script", "<\\/script")
-    return {"css": Markup(css), "runtime": safe(vega_bundle(cache_dir)),
+    favicon = base64.b64encode((TEMPLATES / "static" / "favicon.svg").read_bytes()).decode()
+    return {"css": Markup(css), "runtime": safe(vega_bundle(cache_dir)), "favicon": favicon,
             "js": safe((TEMPLATES / "static" / "site.js").read_text())}

@@ -1,0 +1,219 @@
+"""The whole build: published layout and formats, security of the output, determinism, atomic
+replacement of the site, cache safety and one-line errors for bad input."""
+import hashlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+import build
+from precompute import figures
+from tests.conftest import ROOT, run_build
+
+FIGURE_IDS = figures.ids()
+
+
+def tree(folder):
+    """{relative path: sha256} of every file below folder."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def quick_grid(tmp_path_factory):
+    """The project's grid at 100 steps: every family and figure, trained in seconds."""
+    text = (ROOT / "precompute" / "grid.toml").read_text()
+    text = re.sub(r"(?m)^steps = \d+", "steps = 100", text)
+    text = re.sub(r"(?m)^eval_samples = \d+", "eval_samples = 4096", text)
+    path = tmp_path_factory.mktemp("grid") / "quick.toml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def quick_site(quick_grid, tmp_path_factory):
+    base = tmp_path_factory.mktemp("quick")
+    run_build("--grid", quick_grid, "--cache", base / "cache", "--out", base / "site")
+    return base
+
+
+# --- layout and formats ----------------------------------------------------------------------
+
+def test_public_layout(site):
+    assert (site / "index.html").is_file() and (site / ".nojekyll").is_file()
+    assert (site / "superposition-offline.html").is_file()
+    for fid in FIGURE_IDS:
+        for name in ("index.html", "spec.vl.json", "data.json", "figure.svg", "figure.png"):
+            assert (site / "figures" / fid / name).is_file(), (fid, name)
+
+
+def test_manifest_format(site):
+    manifest = json.loads((site / "figures" / "manifest.json").read_text())["figures"]
+    assert [f["id"] for f in manifest] and {f["id"] for f in manifest} == set(FIGURE_IDS)
+    assert [f["number"] for f in manifest] == list(range(1, len(manifest) + 1))
+    for f in manifest:
+        assert set(f) == {"id", "number", "title", "spec", "data", "sha256", "params"}
+        spec = (site / f["spec"]).read_bytes()
+        assert hashlib.sha256(spec).hexdigest() == f["sha256"]
+        assert all((site / d).is_file() for d in f["data"])
+        page = (site / "figures" / f["id"] / "index.html").read_text()
+        assert f["sha256"] in page and "Cite this figure" in page and "@misc{" in page
+
+
+def test_weight_tables(site, grid):
+    for name, fam in grid.families.items():
+        table = json.loads((site / "data" / "models" / f"{name}.json").read_text())
+        assert len(table["models"]) == len(fam.instances)
+        rec = table["models"][0]
+        for key in ("id", "params", "seed", "steps", "final_loss", "W", "b", "norm",
+                    "superposition", "dimensionality", "dims_per_feature", "correlation"):
+            assert key in rec
+        assert len(rec["W"]) == fam.m and len(rec["W"][0]) == rec["params"]["n"]
+        assert len(rec["correlation"]) == fam.m and rec["steps"] == grid.train.steps
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.loads, self.links, self.csp = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag in ("script", "img", "iframe", "source", "audio", "video") and a.get("src"):
+            self.loads.append(a["src"])
+        if tag == "link" and a.get("href"):
+            self.loads.append(a["href"])
+        if tag == "a" and a.get("href"):
+            self.links.append(a)
+        if tag == "meta" and a.get("http-equiv") == "Content-Security-Policy":
+            self.csp = a["content"]
+
+
+def test_output_is_safe_and_relative(site):
+    for page in site.rglob("*.html"):
+        p = Links()
+        p.feed(page.read_text())
+        assert p.csp and "http" not in p.csp and "default-src 'none'" in p.csp, page
+        for src in p.loads:
+            assert not re.match(r"^(https?:)?//", src) and not src.startswith("/"), (page, src)
+            if not src.startswith("data:"):
+                assert (page.parent / src).resolve().exists(), (page, src)
+        for a in p.links:
+            if a["href"].startswith(("http://", "https://")):
+                assert "noopener" in a.get("rel", ""), (page, a)
+            else:
+                assert not a["href"].startswith("/"), (page, a)
+    css = (site / "assets" / "style.css").read_text()
+    assert not re.search(r"url\((['\"]?)(https?:)?//", css)
+
+
+def test_check_mode_validates_without_training():
+    t = time.perf_counter()
+    proc = run_build("--check")
+    assert "ok:" in proc.stdout and time.perf_counter() - t < 30
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+def copy_content(tmp_path):
+    content = tmp_path / "content"
+    shutil.copytree(ROOT / "content", content)
+    return content
+
+
+@pytest.mark.parametrize("breakage, expect", [
+    (lambda c: (c / "essay.md").unlink(), r"essay.md: content file missing"),
+    (lambda c: (c / "essay.md").write_text("# T\n\n::: figure nope\n"), r"essay.md:3: unknown figure id"),
+    (lambda c: (c / "essay.md").write_text("x [@nobody]\n"), r"essay.md:1: unknown citation key"),
+    (lambda c: (c / "essay.md").write_text("::: chart x\n"), r"essay.md:1: malformed directive"),
+    (lambda c: (c / "references.bib").write_text("@misc{k, title={t}, year={1}, url={u}}\n"),
+     r"references.bib:1: entry 'k' is missing 'author'"),
+    (lambda c: (c / "meta.toml").write_text("title = 1\n"), r"meta.toml: missing 'title'"),
+])
+def test_bad_content_fails_in_one_line_and_writes_nothing(tmp_path, breakage, expect):
+    content = copy_content(tmp_path)
+    breakage(content)
+    out = tmp_path / "site"
+    proc = run_build("--content", content, "--out", out, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(expect, lines[0])
+    assert not out.exists() and not list(tmp_path.glob(".site.staging*"))
+
+
+def test_bad_grid_fails_in_one_line(tmp_path):
+    grid = tmp_path / "g.toml"
+    grid.write_text((ROOT / "precompute" / "grid.toml").read_text().replace("m = 5", "m = 50", 1))
+    proc = run_build("--grid", grid, "--out", tmp_path / "site", check=False)
+    assert proc.returncode == 2 and "g.toml:" in proc.stderr and "m=50 exceeds n=20" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    grid.write_text((ROOT / "precompute" / "grid.toml").read_text().replace(
+        "[family.phase]", "[family.phase_renamed]"))
+    proc = run_build("--grid", grid, "--check", check=False)
+    assert proc.returncode == 2 and "figure 'phase-diagram' needs" in proc.stderr
+
+
+# --- determinism, atomicity, cache safety ----------------------------------------------------
+
+def test_two_clean_builds_are_byte_identical(quick_grid, quick_site, tmp_path):
+    run_build("--grid", quick_grid, "--cache", tmp_path / "cache", "--out", tmp_path / "site")
+    assert tree(tmp_path / "site") == tree(quick_site / "site")
+
+
+def test_exception_in_any_stage_leaves_previous_site(quick_grid, quick_site, tmp_path, monkeypatch):
+    out = tmp_path / "site"
+    shutil.copytree(quick_site / "site", out)
+    before = tree(out)
+    args = ["--grid", str(quick_grid), "--cache", str(quick_site / "cache"), "--out", str(out),
+            "--quiet"]
+    for module, name in [("render.figure_export", "manifest"), ("render.pages", "write_assets"),
+                         ("build", "site_size")]:
+        def boom(*a, **k):
+            raise RuntimeError("injected failure")
+        with monkeypatch.context() as m:
+            m.setattr(sys.modules[module], name, boom)
+            with pytest.raises(RuntimeError, match="injected"):
+                build.main(args)
+        assert tree(out) == before, name
+        assert not list(tmp_path.glob(".site.*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_build_leaves_previous_site(quick_grid, quick_site, tmp_path, sig):
+    out = tmp_path / "site"
+    shutil.copytree(quick_site / "site", out)
+    before = tree(out)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "build.py"), "--quiet", "--grid",
+                             str(quick_grid), "--cache", str(quick_site / "cache"), "--out",
+                             str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not any((p / "figures").exists() for p in tmp_path.glob(".site.staging-*")):
+        assert time.time() < deadline and proc.poll() is None, "staging never started"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert tree(out) == before and not list(tmp_path.glob(".site.*"))
+
+
+def test_corrupt_cache_is_reported_and_retrained(quick_grid, quick_site, tmp_path):
+    cache = tmp_path / "cache"
+    shutil.copytree(quick_site / "cache", cache)
+    victim = sorted(cache.glob("phase-*.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:1000])  # truncated
+    foreign = sorted(cache.glob("linear-*.npz"))[0]
+    shutil.copyfile(sorted(cache.glob("superposition-*.npz"))[0], foreign)
+    proc = run_build("--grid", quick_grid, "--cache", cache, "--out", tmp_path / "site")
+    notes = [l for l in proc.stderr.splitlines() if "cache entry" in l]
+    assert len(notes) == 2
+    assert any(victim.name in l and "corrupt" in l for l in notes)
+    assert any(foreign.name in l and "foreign" in l for l in notes)
+    assert "phase: 768 models (trained" in proc.stderr
+    assert tree(tmp_path / "site") == tree(quick_site / "site")

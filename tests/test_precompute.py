@@ -1,0 +1,233 @@
+"""The precompute stage: grid config, the toy model, its trainer and cache, checked against the
+paper's results (Elhage et al. 2022) and against the mathematics, not against themselves."""
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from errors import BuildError
+from precompute import cache, config, metrics, phase_theory, toy_model
+from precompute.figures import lowest_loss
+from precompute.figures.phase_diagram import classify
+from precompute.train import train_family
+
+
+def write_grid(tmp_path, body):
+    base = config.DEFAULT_GRID.read_text().split("\n[family.")[0] + "\n"
+    path = tmp_path / "grid.toml"
+    path.write_text(base + body)
+    return path
+
+
+def family(name, n, m, sparsities, seeds, decay=1.0, activation="relu"):
+    """A one-off family built through the real config code, for the paper's own setups."""
+    spec = {"n": n, "m": m, "sparsity": sparsities, "seeds": seeds,
+            "importance_decay": decay, "activation": activation}
+    return config._family(name, spec, lambda msg, fix, *a: pytest.fail(msg))
+
+
+# --- grid config -----------------------------------------------------------------------------
+
+def test_default_grid_holds_the_issue_minimums(grid):
+    f = grid.families
+    sup = f["superposition"]
+    assert (sup.instances[0].n, sup.m, sup.seeds) == (20, 5, 3)
+    assert len({i.sparsity for i in sup.instances}) >= 12
+    assert min(i.sparsity for i in sup.instances) == 0 and max(i.sparsity for i in sup.instances) >= 0.999
+    assert sup.instances[0].importance[:3] == (1.0, 0.7, 0.49)
+    assert {i.n for i in f["packing2d"].instances} == set(range(2, 11))
+    assert len({i.sparsity for i in f["packing2d"].instances}) >= 8
+    phase = f["phase"]
+    assert len({(i.sparsity, i.importance[1]) for i in phase.instances}) >= 256
+    assert f["linear"].activation == "linear"
+
+
+@pytest.mark.parametrize("body, message", [
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\ncolour = 3\n', "unknown key 'colour'"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [1.0]\n', "outside [0, 1)"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [-0.1]\n', "outside [0, 1)"),
+    ('[family.x]\nn = 2\nm = 3\nseeds = 1\nsparsity = [0.5]\n', "exceeds n"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = []\n', "non-empty"),
+    ('[family.x]\nn = "four"\nm = 2\nseeds = 1\nsparsity = [0.5]\n', "must be a int"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\ndensity = { from = 1, to = 0.1 }\n', "needs exactly"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1.5\nsparsity = [0.5]\n', "must be a int"),
+])
+def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
+    path = write_grid(tmp_path, body)
+    with pytest.raises(BuildError) as e:
+        config.load_grid(path)
+    text = str(e.value)
+    assert message in text and "\n" not in text
+    assert text.startswith(f"{path}:") and e.value.line is not None and ";" in text
+
+
+def test_bad_toml_and_missing_file(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text("[train\n")
+    with pytest.raises(BuildError, match="not valid TOML"):
+        config.load_grid(path)
+    with pytest.raises(BuildError, match="not found"):
+        config.load_grid(tmp_path / "missing.toml")
+
+
+# --- the model -------------------------------------------------------------------------------
+
+def test_input_distribution_matches_the_paper():
+    """x_i = 0 with probability S, else uniform on [0, 1]."""
+    S = 0.7
+    r = torch.rand(1, 20, 200_000, generator=torch.Generator().manual_seed(0))
+    x = toy_model.sample_inputs(r, torch.full((1, 20, 1), 1 / (1 - S)))
+    zero = (x == 0).float().mean().item()
+    active = x[x > 0]
+    assert abs(zero - S) < 0.005
+    assert abs(active.mean().item() - 0.5) < 0.005 and abs(active.var().item() - 1 / 12) < 0.003
+    assert active.max() < 1
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_fused_gradient_equals_autograd(relu):
+    torch.manual_seed(0)
+    I, m, n, B = 4, 3, 7, 64
+    W = torch.randn(I, m, n, dtype=torch.float64)
+    b = torch.randn(I, n, 1, dtype=torch.float64) * 0.1
+    x = torch.rand(I, n, B, dtype=torch.float64) * (torch.rand(I, n, B) > 0.5)
+    importance = torch.rand(I, n, 1, dtype=torch.float64)
+    n_feat = torch.full((I,), float(n), dtype=torch.float64)
+    Wa, ba = W.clone().requires_grad_(), b.clone().requires_grad_()
+    toy_model.loss(Wa, ba, x, importance, n_feat, relu).sum().backward()
+    W.grad, b.grad = torch.zeros_like(W), torch.zeros_like(b)
+    ws = toy_model.Workspace(I, m, n, B, "cpu")
+    ws.__dict__.update({k: v.double() for k, v in ws.__dict__.items()})
+    value = toy_model.loss_and_grad(W, b, x, 2 * importance / (B * n), ws, relu, True,
+                                    importance, n_feat)
+    assert torch.allclose(value, toy_model.loss(W, b, x, importance, n_feat, relu))
+    assert torch.allclose(W.grad, Wa.grad) and torch.allclose(b.grad, ba.grad)
+
+
+def test_training_is_deterministic(grid):
+    fam = family("det", 6, 2, [0.0, 0.9], 2)
+    cfg = replace(grid.train, steps=300)
+    a, b = train_family(fam, cfg, progress=False), train_family(fam, cfg, progress=False)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_names_family_and_grid_point(grid):
+    fam = family("boom", 4, 2, [0.5], 1)
+    with pytest.raises(BuildError, match=r"grid family 'boom'.*diverged.*seed=0 n=4 sparsity=0.5"):
+        train_family(fam, replace(grid.train, steps=200, learning_rate=1e30), progress=False)
+
+
+# --- the paper's results -----------------------------------------------------------------------
+
+def angles_between_neighbours(W):
+    theta = np.sort(np.degrees(np.arctan2(W[1], W[0])) % 360)
+    return np.diff(np.append(theta, theta[0] + 360))
+
+
+def test_five_features_in_two_dimensions(grid):
+    """The paper's introduction: n=5, m=2, I_i=0.9^i. Dense: the two most important features,
+    orthogonal, the rest dropped. 90% sparse: all five as a regular pentagon. Several seeds,
+    the lowest-loss one kept, as in the paper (single seeds can stick in a square)."""
+    fam = family("intro", 5, 2, [0.0, 0.9, 0.99], 4, decay=0.9)
+    out = train_family(fam, grid.train, progress=False)
+    out["final_loss"], _ = metrics.evaluate(fam, out["W"], out["b"], 8192)
+    tr = type("T", (), {"family": fam, "arrays": out})
+    dense, sparse90, sparse99 = (out["W"][k] for k in lowest_loss(tr))
+    norms = np.linalg.norm(dense, axis=0)
+    assert np.all(norms[:2] > 0.9) and np.all(norms[2:] < 0.2), norms
+    cos = dense[:, 0] @ dense[:, 1] / (norms[0] * norms[1])
+    assert abs(cos) < 0.05
+    for W in (sparse90, sparse99):
+        assert np.all(np.linalg.norm(W, axis=0) > 0.9)
+        assert np.allclose(angles_between_neighbours(W), 72, atol=3), angles_between_neighbours(W)
+
+
+def test_twenty_features_in_five_dimensions(trained):
+    tr = trained["superposition"]
+    best = lowest_loss(tr)
+    dense = tr.model(best[0])[0]
+    geo = metrics.geometry(dense)
+    live = geo["norm"] > 0.5
+    assert 4 <= live.sum() <= 6
+    assert np.array_equal(np.flatnonzero(live), np.arange(live.sum())), "the most important ones"
+    unit = dense[:, live] / geo["norm"][live]
+    off = unit.T @ unit - np.eye(live.sum())
+    assert np.abs(off).max() < 0.1, "nearly orthogonal"
+    sparse = metrics.geometry(tr.model(best[-1])[0])
+    live = sparse["norm"] > 0.5
+    assert live.sum() >= 10, "many more than m = 5 features"
+    assert sparse["superposition"][live].mean() > 0.1
+
+
+def test_linear_model_never_superposes(trained):
+    tr = trained["linear"]
+    for k in lowest_loss(tr):
+        assert (metrics.geometry(tr.model(k)[0])["norm"] > 0.5).sum() == 5
+
+
+def test_phase_diagram_matches_theory(trained):
+    tr = trained["phase"]
+    agree = [classify(tr.model(k)[0]) == phase_theory.regime(1 - tr.family.instances[k].sparsity,
+                                                            tr.family.instances[k].importance[1])
+             for k in lowest_loss(tr)]
+    share = float(np.mean(agree))
+    print(f"phase diagram: trained models agree with theory on {sum(agree)}/{len(agree)} "
+          f"cells ({share:.1%})")
+    assert share >= 0.85
+
+
+def test_phase_theory_closed_forms():
+    p = 1.0  # dense: superposition never pays, and the more important feature takes the dimension
+    assert phase_theory.regime(p, 0.5) == "not represented"
+    assert phase_theory.regime(p, 2.0) == "dedicated dimension"
+    assert phase_theory.regime(0.01, 1.0) == "superposition"
+    var = p / 3 - p ** 2 / 4
+    assert np.allclose(phase_theory.losses(p, 0.5)[:2], [0.5 * var / 2, var / 2])
+
+
+def test_dimensionality_sticks_at_one_half(trained):
+    tr = trained["dimensionality"]
+    dstar = [metrics.geometry(tr.model(k)[0])["dims_per_feature"] for k in range(len(tr.family.instances))]
+    near_half = [abs(d - 0.5) < 0.1 for d in dstar]
+    runs = max(len(list(g)) for v, g in itertools.groupby(near_half) if v)
+    assert runs >= 2, dstar
+    assert abs(dstar[0] - 1.0) < 0.05, "dense: one dimension per feature"
+    k = int(np.argmin([abs(d - 0.5) for d in dstar]))
+    geo = metrics.geometry(tr.model(k)[0])
+    D = geo["dimensionality"][geo["norm"] > 0.5]
+    assert np.mean(np.abs(D - 0.5) < 0.05) > 0.9, "represented features sit in antipodal pairs"
+
+
+def test_empirical_correlation_matches_closed_form(trained):
+    """For independent features of equal density, corr(h_k, x_i) = W_ki / ||W_k,:|| exactly."""
+    tr = trained["superposition"]
+    for k in lowest_loss(tr)[[0, 8]]:
+        W, _, corr = tr.model(k)
+        exact = W / np.linalg.norm(W, axis=1, keepdims=True)
+        assert np.abs(corr - exact).max() < 0.03
+
+
+def test_participation_ratio():
+    assert np.allclose(metrics.participation_ratio(np.eye(3)), 1)
+    assert np.allclose(metrics.participation_ratio(np.ones((1, 4))), 4)
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+def test_cache_round_trip_and_every_bad_entry(tmp_path):
+    path, arrays = tmp_path / "f.npz", {"W": np.arange(6.0).reshape(2, 3)}
+    cache.save(path, "k1", arrays)
+    assert np.array_equal(cache.load(path, "k1")["W"], arrays["W"])
+    with pytest.raises(cache.CacheMiss, match="foreign or stale"):
+        cache.load(path, "k2")
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-40])
+    with pytest.raises(cache.CacheMiss, match="checksum"):
+        cache.load(path, "k1")
+    path.write_bytes(b"\x00garbage")
+    with pytest.raises(cache.CacheMiss, match="unreadable header"):
+        cache.load(path, "k1")
+    with pytest.raises(cache.CacheMiss, match="not cached"):
+        cache.load(tmp_path / "none.npz", "k1")

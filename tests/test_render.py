@@ -1,0 +1,84 @@
+"""The render stage: essay syntax, bibliography and templates, each bad input a one-line error
+naming the file and line."""
+from pathlib import Path
+
+import pytest
+
+from errors import BuildError
+from precompute import figures
+from render import bibliography, essay, pages
+
+ROOT = Path(__file__).resolve().parent.parent
+BIB = bibliography.load(ROOT / "content" / "references.bib")
+IDS = set(figures.ids())
+
+
+def render(text, facts=None):
+    facts = facts or {i: {} for i in IDS}
+    return essay.render(Path("content/essay.md"), text, IDS, BIB, facts,
+                        lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>')
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ("fine\n\n::: figur concentration\n", 3, "malformed directive"),
+    ("::: figure no-such-figure\n", 1, "unknown figure id 'no-such-figure'"),
+    ("a\nb [@nobody2099] c\n", 2, "unknown citation key 'nobody2099'"),
+    ("see @fig:missing\n", 1, "unknown figure id 'missing'"),
+    ("x\ny\n$a + b\n", 3, "unbalanced $"),
+    ("{{ concentration.nope }}\n", 1, "has no fact 'nope'"),
+    ("{{ nofigure }}\n", 1, "unknown fact"),
+    ("::: figure concentration\n::: figure concentration\n", 2, "placed twice"),
+])
+def test_bad_essay_input_names_file_and_line(text, line, message):
+    with pytest.raises(BuildError) as e:
+        render(text)
+    assert e.value.line == line and message in str(e.value)
+    assert str(e.value).startswith(f"content/essay.md:{line}: ") and "\n" not in str(e.value)
+
+
+def test_bad_math_names_the_line():
+    with pytest.raises(BuildError, match=r"essay.md:2: cannot render math"):
+        render("ok\n$\\frac{1}{$\n")
+
+
+def test_essay_features_render():
+    doc = render("## Part\n\nText [@elhage2022toy; @olah2020zoom] and @fig:concentration, "
+                 "$E[(u \\cdot v)^2] = 1/m$ and {{ concentration.m5 }}.[^n]\n\n"
+                 "$$h = W x$$\n\n::: figure concentration\n\n[^n]: A note.\n",
+                 facts={**{i: {} for i in IDS}, "concentration": {"m5": "0.199"}})
+    html = doc.html
+    assert doc.figure_order == ["concentration"] and doc.citations == ["elhage2022toy", "olah2020zoom"]
+    assert 'href="#ref-elhage2022toy"' in html and 'role="tooltip"' in html
+    assert '<a class="xref" href="#fig-concentration">Figure 1</a>' in html
+    assert "<math" in html and 'display="block"' in html and "0.199" in html
+    assert 'class="footnote"' in html and doc.toc[0]["name"] == "Part"
+
+
+def test_values_reaching_html_are_escaped():
+    doc = render("{{ concentration.m5 }}\n", facts={**{i: {} for i in IDS},
+                                                    "concentration": {"m5": "<script>x</script>"}})
+    assert "<script>x" not in doc.html and "&lt;script&gt;" in doc.html
+
+
+def test_bibliography_errors_name_file_and_line(tmp_path):
+    bib = tmp_path / "refs.bib"
+    bib.write_text("@article{ok,\n author={A B}, title={T}, year={2020}, url={u}\n}\n\n"
+                   "@article{bad,\n author={A B}, title={T}, url={u}\n}\n")
+    with pytest.raises(BuildError, match=r"refs.bib:5: entry 'bad' is missing 'year'"):
+        bibliography.load(bib)
+    bib.write_text("@article{broken\n title = {x}\n}\n")
+    with pytest.raises(BuildError, match=r"refs.bib:1: malformed BibTeX entry"):
+        bibliography.load(bib)
+    with pytest.raises(BuildError, match="bibliography not found"):
+        bibliography.load(tmp_path / "none.bib")
+
+
+def test_template_errors_are_build_errors(tmp_path, monkeypatch):
+    (tmp_path / "broken.html").write_text("line one\n{% if %}\n")
+    (tmp_path / "undefined.html").write_text("{{ nothing.here }}\n")
+    monkeypatch.setattr(pages, "TEMPLATES", tmp_path)
+    env = pages.environment()
+    with pytest.raises(BuildError, match=r"broken.html:2: template syntax error"):
+        pages.render(env, "broken.html")
+    with pytest.raises(BuildError, match=r"undefined.html: template error"):
+        pages.render(env, "undefined.html")
