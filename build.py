@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from errors import BuildError  # noqa: E402
-from precompute import config, figures, models  # noqa: E402
+from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, essay, figure_export, pages  # noqa: E402
 
 CONTENT = ROOT / "content"
@@ -59,8 +59,13 @@ def main(argv=None):
         t = time.perf_counter()
         trained[name] = models.trained_family(family, grid.train, device, cache_dir,
                                               progress=not args.quiet, log=log)
-        how = "cache" if trained[name].from_cache else f"trained in {time.perf_counter() - t:.0f} s"
-        log(f"{name}: {len(family.instances)} models ({how})")
+        log(f"{name}: {len(family.instances)} models ({how_made(trained[name], t)})")
+    for name, sweep in grid.sae.items():
+        t = time.perf_counter()
+        trained[f"sae.{name}"] = sae.trained_saes(sweep, trained[name], grid.sae_train, device,
+                                                  cache_dir, log=log)
+        log(f"sae.{name}: {len(trained[f'sae.{name}'])} sparse autoencoders "
+            f"({how_made(trained[f'sae.{name}'], t)})")
 
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
@@ -74,7 +79,7 @@ def main(argv=None):
         pages.write_assets(out, cache_dir)
         for family, tr in trained.items():
             write_json(out / "data" / "models" / f"{family}.json",
-                       {"family": family, "config": family_config(tr), "models": tr.records()})
+                       {"family": family, "config": family_config(tr, grid), "models": tr.records()})
         common = {"meta": meta, "build": build, "page_description": meta["description"]}
         block = lambda root, inline: lambda fid, number: pages.render(
             env, "figure_block.html", fig=by_id[fid], root=root, inline=inline, **common)
@@ -92,7 +97,7 @@ def main(argv=None):
                 env, "figure.html", fig=r, figure_html=block("../../", None)(r["id"], r["number"]),
                 specs=[r], root="../../", inline=None, og_image="figure.png",
                 provenance={"code_hash": models.code_hash(), "families":
-                            figure_export.provenance_families(figs[r["id"]], trained, grid.train)},
+                            figure_export.provenance_families(figs[r["id"]], trained, grid)},
                 **common))
         (out / "figures" / "index.html").write_text(pages.render(
             env, "figures_index.html", figures=records, specs=[], root="../", inline=None,
@@ -101,7 +106,7 @@ def main(argv=None):
         size, packed = site_size(out)
 
     fresh = sum(not t.from_cache for t in trained.values())
-    print(f"built {args.out}/: {sum(len(t.family.instances) for t in trained.values())} models in "
+    print(f"built {args.out}/: {sum(len(t) for t in trained.values())} models in "
           f"{len(trained)} families ({fresh} trained, {len(trained) - fresh} from cache), "
           f"{len(records)} figures, {len(records) + 3} pages, {size / 1e6:.1f} MB "
           f"({packed / 1e6:.1f} MB gzipped), {time.perf_counter() - started:.0f} s")
@@ -123,10 +128,16 @@ def parse_args(argv):
 
 
 def check_families(grid):
-    for family, fig in figures.required_families().items():
-        if family not in grid.families:
-            raise BuildError(grid.path, f"no [family.{family}], which figure '{fig}' needs",
-                             f"add [family.{family}] (see precompute/grid.toml)")
+    for table, fig in figures.required_families().items():
+        kind, _, name = table.rpartition(".")
+        if name not in (grid.sae if kind == "sae" else grid.families):
+            header = f"[sae.{name}]" if kind == "sae" else f"[family.{name}]"
+            raise BuildError(grid.path, f"no {header}, which figure '{fig}' needs",
+                             f"add {header} (see precompute/grid.toml)")
+
+
+def how_made(result, started):
+    return "cache" if result.from_cache else f"trained in {time.perf_counter() - started:.0f} s"
 
 
 def read_text(path):
@@ -171,10 +182,13 @@ def resolve_device(device):
     return device
 
 
-def family_config(tr):
+def family_config(tr, grid):
+    if isinstance(tr, sae.TrainedSAEs):
+        return {"name": f"sae.{tr.sweep.family}", "spec": tr.sweep.spec,
+                "train": vars(grid.sae_train), "cache_key": tr.key, "training_code": sae.code_hash()}
     return {"name": tr.family.name, "title": tr.family.title, "spec": tr.family.spec,
             "m": tr.family.m, "activation": tr.family.activation, "seeds": tr.family.seeds,
-            "cache_key": tr.key, "training_code": models.code_hash()}
+            "train": vars(grid.train), "cache_key": tr.key, "training_code": models.code_hash()}
 
 
 def article_citation(meta, build):

@@ -18,6 +18,8 @@ TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "weight_d
 FAMILY_KEYS = {"title", "n", "m", "importance_decay", "sparsity", "density", "second_importance",
                "seeds", "activation"}
 ACTIVATIONS = ("relu", "linear")
+SAE_TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "eval_samples": int}
+SAE_KEYS = {"n", "sparsity", "dict_size", "l1"}
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,31 @@ class Family:
 
 
 @dataclass(frozen=True)
+class SAETrainConfig:
+    batch_size: int
+    steps: int
+    learning_rate: float
+    eval_samples: int
+
+
+@dataclass(frozen=True)
+class SAESweep:
+    """Sparse autoencoders for one family's trained models: targets x dict sizes x L1."""
+    family: str
+    n: int
+    sparsities: tuple
+    dict_sizes: tuple
+    l1: tuple
+    spec: dict
+
+
+@dataclass(frozen=True)
 class Grid:
     path: Path
     train: TrainConfig
     families: dict  # name -> Family
+    sae_train: SAETrainConfig  # None when there are no [sae.FAMILY] tables
+    sae: dict  # family name -> SAESweep
 
 
 def load_grid(path=DEFAULT_GRID):
@@ -74,15 +97,20 @@ def load_grid(path=DEFAULT_GRID):
     except tomllib.TOMLDecodeError as e:
         raise BuildError(path, f"not valid TOML ({e})", "fix the syntax at that position") from None
     fail = _failer(path, text)
-    unknown = set(raw) - {"train", "family"}
+    unknown = set(raw) - {"train", "family", "sae_train", "sae"}
     if unknown:
         key = sorted(unknown)[0]
-        fail(f"unknown table or key '{key}'", "use only [train] and [family.NAME]", key)
-    train = _train(raw.get("train"), fail)
+        fail(f"unknown table or key '{key}'",
+             "use only [train], [family.NAME], [sae_train] and [sae.FAMILY]", key)
+    train = _train(raw.get("train"), TRAIN_KEYS, TrainConfig, "train", fail)
     families = raw.get("family")
     if not isinstance(families, dict) or not families:
         fail("no [family.NAME] tables", "define at least one family", "family")
-    return Grid(path, train, {name: _family(name, spec, fail) for name, spec in families.items()})
+    families = {name: _family(name, spec, fail) for name, spec in families.items()}
+    sae = {name: _sae(name, spec, families, fail) for name, spec in raw.get("sae", {}).items()}
+    sae_train = _train(raw["sae_train"], SAE_TRAIN_KEYS, SAETrainConfig, "sae_train", fail) \
+        if sae else None
+    return Grid(path, train, families, sae_train, sae)
 
 
 def _failer(path, text):
@@ -92,26 +120,27 @@ def _failer(path, text):
     return fail
 
 
-def _train(spec, fail):
+def _train(spec, keys, cls, table, fail):
+    header = f"[{table}]"
     if not isinstance(spec, dict):
-        fail("missing [train] table", "add [train] with " + ", ".join(TRAIN_KEYS), None)
+        fail(f"missing {header} table", f"add {header} with " + ", ".join(keys), None)
     values = {}
-    for key, kind in TRAIN_KEYS.items():
+    for key, kind in keys.items():
         if key not in spec:
-            fail(f"[train] is missing '{key}'", f"add {key} = <{kind.__name__}>", "[train]")
-        values[key] = _typed(spec[key], kind, f"[train] {key}", fail, key, "[train]")
+            fail(f"{header} is missing '{key}'", f"add {key} = <{kind.__name__}>", header)
+        values[key] = _typed(spec[key], kind, f"{header} {key}", fail, key, header)
         if values[key] <= 0 and key != "weight_decay":
-            fail(f"[train] {key} must be positive", f"set {key} > 0", key, "[train]")
-    for key in set(spec) - set(TRAIN_KEYS):
-        fail(f"unknown key '{key}' in [train]", "expected one of " + ", ".join(TRAIN_KEYS), key)
-    return TrainConfig(**values)
+            fail(f"{header} {key} must be positive", f"set {key} > 0", key, header)
+    for key in set(spec) - set(keys):
+        fail(f"unknown key '{key}' in {header}", "expected one of " + ", ".join(keys), key, header)
+    return cls(**values)
 
 
 def _typed(value, kind, what, fail, needle, after):
     ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
     if not ok or isinstance(value, bool):
-        fail(f"{what} must be a {kind.__name__}, got {value!r}", f"write a {kind.__name__}",
-             needle, after)
+        name = {"int": "an integer", "float": "a number"}[kind.__name__]
+        fail(f"{what} must be {name}, got {value!r}", f"write {name}", needle, after)
     return kind(value)
 
 
@@ -172,6 +201,36 @@ def _family(name, spec, fail):
             importance[1] = second
         instances.append(Instance(seed, n, _clean(s), tuple(_clean(v) for v in importance)))
     return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec)
+
+
+def _sae(name, spec, families, fail):
+    header = f"[sae.{name}]"
+    err = lambda msg, fix, key=None: fail(f"{header}: {msg}", fix, key or header, header)
+    if name not in families:
+        err(f"no [family.{name}] to take models from", "name an existing family")
+    fam = families[name]
+    for key in spec:
+        if key not in SAE_KEYS:
+            err(f"unknown key '{key}'", "expected one of " + ", ".join(sorted(SAE_KEYS)), key)
+    ns = sorted({i.n for i in fam.instances})
+    n = _typed(spec.get("n", ns[0]), int, f"{header} n", fail, "n", header)
+    if n not in ns or ("n" not in spec and len(ns) > 1):
+        err(f"n must be one of the family's {ns}", "set n to one of them", "n")
+    trained = {i.sparsity for i in fam.instances}
+    sparsities = _sweep(spec.get("sparsity"), "sparsity", err)
+    for s in sparsities:
+        if s not in trained:
+            err(f"no trained model at sparsity {s:g}", "use a sparsity of the family's grid",
+                "sparsity")
+    _sweep(spec.get("dict_size"), "dict_size", err)  # a non-empty list of numbers
+    sizes = [_typed(d, int, f"{header} dict_size", fail, "dict_size", header)
+             for d in spec["dict_size"]]
+    if min(sizes) < 1:
+        err("dict_size must be at least 1", "use positive integers", "dict_size")
+    l1 = _sweep(spec.get("l1"), "l1", err)
+    if min(l1) < 0:
+        err("l1 must be non-negative", "use values >= 0", "l1")
+    return SAESweep(name, n, tuple(sparsities), tuple(sizes), tuple(l1), spec)
 
 
 def _sweep(value, key, err):

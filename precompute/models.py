@@ -38,6 +38,9 @@ class Trained:
     key: str
     from_cache: bool
 
+    def __len__(self):
+        return len(self.family.instances)
+
     def model(self, k):
         """Model k with its padding stripped: W (m, n), b (n,), corr (m, n)."""
         n = self.family.instances[k].n

@@ -32,17 +32,27 @@ def script_safe(text):
     return text.replace("</", "<\\/")
 
 
-def provenance_families(fig, trained, train_cfg):
+def provenance_families(fig, trained, grid):
+    """What each grid table behind a figure was, for its permalink page."""
     out = []
     for name in fig.families:
         tr = trained[name]
-        losses = [float(x) for x in tr.arrays["final_loss"]]
-        out.append({"name": name, "title": tr.family.title, "models": len(losses),
-                    "seeds": tr.family.seeds, "steps": tr.steps, "batch_size": train_cfg.batch_size,
-                    "lr": train_cfg.learning_rate, "key": tr.key,
+        if name.startswith("sae."):
+            cfg, fvu = grid.sae_train, [r["fvu"] for r in tr.rows]
+            out.append({"name": name, "title": f"sparse autoencoders on {tr.sweep.family}",
+                        "models": len(tr), "spec": json.dumps(tr.sweep.spec, sort_keys=True),
+                        "recipe": f"{cfg.steps} steps each, batch {cfg.batch_size}, Adam lr "
+                                  f"{cfg.learning_rate}, one seed",
+                        "result": f"unexplained variance {min(fvu):.3g} to {max(fvu):.3g}",
+                        "key": tr.key})
+            continue
+        losses, cfg = [float(x) for x in tr.arrays["final_loss"]], grid.train
+        out.append({"name": name, "title": tr.family.title, "models": len(tr),
                     "spec": json.dumps(tr.family.spec, sort_keys=True),
-                    "loss_min": f"{min(losses):.3g}", "loss_max": f"{max(losses):.3g}",
-                    "loss_median": f"{statistics.median(losses):.3g}"})
+                    "recipe": f"{tr.family.seeds} seeds, {tr.steps} steps each, batch "
+                              f"{cfg.batch_size}, AdamW lr {cfg.learning_rate}",
+                    "result": f"final loss {min(losses):.3g} to {max(losses):.3g} (median "
+                              f"{statistics.median(losses):.3g})", "key": tr.key})
     return out
 
 

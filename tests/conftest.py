@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from precompute import config, models  # noqa: E402
+from precompute import config, models, sae  # noqa: E402
 
 CACHE = ROOT / "build" / "cache"
 
@@ -21,8 +21,12 @@ def grid():
 
 @pytest.fixture(scope="session")
 def trained(grid):
-    return {name: models.trained_family(fam, grid.train, "cpu", CACHE, progress=False)
-            for name, fam in grid.families.items()}
+    """Everything the build trains, keyed as the build keys it ("NAME", "sae.NAME")."""
+    out = {name: models.trained_family(fam, grid.train, "cpu", CACHE, progress=False)
+           for name, fam in grid.families.items()}
+    for name, sweep in grid.sae.items():
+        out[f"sae.{name}"] = sae.trained_saes(sweep, out[name], grid.sae_train, "cpu", CACHE)
+    return out
 
 
 def run_build(*args, check=True):

@@ -13,6 +13,9 @@ from precompute import figures
 pytestmark = pytest.mark.browser
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
+BOUND = {"lab-correlations": ["s_index"], "lab-interference": ["angle", "bias"],
+         "lab-packing": ["n_features", "s_index"], "superposition-panel": ["s_index"],
+         "sae-recovery": ["target_S", "dict", "lam"]}
 MARKS = "svg .mark-rect path, svg .mark-symbol path, svg .mark-line path, svg .mark-rule line, " \
         "svg .mark-text text, svg .mark-area path"
 
@@ -78,15 +81,20 @@ def test_figure_page_and_every_control(browser, site, fid):
     page = Page(browser, (site / "figures" / fid / "index.html").as_uri())
     page.assert_clean()
     chart = page.page.locator(f'.chart[data-figure="{fid}"]')
-    inputs = chart.locator(".vega-bind input[type=range], .vega-bind select")
-    for i in range(inputs.count()):
-        control = inputs.nth(i)
+    # One control per binding: a slider, a select, or the checked radio of a group.
+    controls = chart.locator(".vega-bind input[type=range], .vega-bind select, "
+                             ".vega-bind input[type=radio]:checked")
+    assert controls.count() == len(BOUND.get(fid, ())), fid
+    for i in range(controls.count()):
+        control = controls.nth(i)
         before = chart.locator("svg").inner_html()
         control.focus()
-        at_max = control.evaluate("e => e.type === 'range' && +e.value >= +e.max")
-        page.page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")
+        key = control.evaluate("""e => e.type === 'range' ? (+e.value >= +e.max ? 'ArrowLeft' : 'ArrowRight')
+            : e.tagName === 'SELECT' ? (e.selectedIndex === e.options.length - 1 ? 'ArrowUp' : 'ArrowDown')
+            : 'ArrowRight'""")
+        page.page.keyboard.press(key)
         page.page.wait_for_timeout(150)
-        assert chart.locator("svg").inner_html() != before, f"{fid}: control {i} changed nothing"
+        assert chart.locator("svg").inner_html() != before, f"{fid}: control {i} ({key}) changed nothing"
     assert page.console == []
     page.close()
 

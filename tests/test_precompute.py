@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from errors import BuildError
-from precompute import cache, config, metrics, phase_theory, toy_model
+from precompute import cache, config, metrics, phase_theory, sae, toy_model
 from precompute.figures import lowest_loss
 from precompute.figures.phase_diagram import classify
 from precompute.train import train_family
@@ -50,9 +50,9 @@ def test_default_grid_holds_the_issue_minimums(grid):
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [-0.1]\n', "outside [0, 1)"),
     ('[family.x]\nn = 2\nm = 3\nseeds = 1\nsparsity = [0.5]\n', "exceeds n"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = []\n', "non-empty"),
-    ('[family.x]\nn = "four"\nm = 2\nseeds = 1\nsparsity = [0.5]\n', "must be a int"),
+    ('[family.x]\nn = "four"\nm = 2\nseeds = 1\nsparsity = [0.5]\n', "must be an integer"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\ndensity = { from = 1, to = 0.1 }\n', "needs exactly"),
-    ('[family.x]\nn = 4\nm = 2\nseeds = 1.5\nsparsity = [0.5]\n', "must be a int"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1.5\nsparsity = [0.5]\n', "must be an integer"),
 ])
 def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
     path = write_grid(tmp_path, body)
@@ -212,6 +212,37 @@ def test_empirical_correlation_matches_closed_form(trained):
 def test_participation_ratio():
     assert np.allclose(metrics.participation_ratio(np.eye(3)), 1)
     assert np.allclose(metrics.participation_ratio(np.ones((1, 4))), 4)
+
+
+# --- sparse autoencoders ---------------------------------------------------------------------
+
+def test_sae_recovers_features_only_when_the_dictionary_has_room(trained):
+    """Issue 7: on models in superposition, an SAE with dictionary size >= n and a suitable
+    lambda (the best of the sweep) recovers the features, MMCS > 0.9; with size m it cannot."""
+    saes = trained["sae.superposition"]
+    n, m = saes.sweep.n, trained["superposition"].family.m
+    for s in saes.sweep.sparsities:
+        rows = [r for r in saes.rows if r["sparsity"] == s]
+        assert rows[0]["represented"] > m, f"S={s}: the toy model is in superposition"
+        assert max(r["mmcs"] for r in rows if r["dict_size"] >= n) > 0.9, s
+        assert max(r["mmcs"] for r in rows if r["dict_size"] == m) < 0.9, s
+    for r in saes.rows:
+        assert 0 <= r["dead_fraction"] <= 1 and 0 <= r["recovered"] <= 1 and r["l0"] >= 0
+
+
+def test_recovery_score():
+    true = np.eye(3)
+    assert sae.recovery(true, np.ones(3, bool), np.eye(3)) == {"mmcs": 1.0, "recovered": 1.0}
+    one = sae.recovery(true, np.ones(3, bool), np.eye(3)[:, :1])
+    assert one["mmcs"] == pytest.approx(1 / 3) and one["recovered"] == pytest.approx(1 / 3)
+
+
+def test_sae_config_errors_name_the_table(tmp_path):
+    path = tmp_path / "grid.toml"
+    path.write_text(config.DEFAULT_GRID.read_text().replace("sparsity = [0.8, 0.9",
+                                                            "sparsity = [0.81, 0.9"))
+    with pytest.raises(BuildError, match=r"\[sae.superposition\]: no trained model at sparsity 0.81"):
+        config.load_grid(path)
 
 
 # --- cache -----------------------------------------------------------------------------------

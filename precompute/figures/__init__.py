@@ -46,14 +46,15 @@ def index_slider(name, labels, title):
 
 def _modules():
     from precompute.figures import (concentration, dimensionality, lab_correlations,
-                                    lab_interference, lab_packing, phase_diagram,
+                                    lab_interference, lab_packing, phase_diagram, sae_recovery,
                                     superposition_panel)
     return [lab_correlations, lab_interference, lab_packing, superposition_panel, phase_diagram,
-            dimensionality, concentration]
+            dimensionality, concentration, sae_recovery]
 
 
 def build_all(trained):
-    """Every figure, from a dict family name -> models.Trained."""
+    """Every figure, from everything trained, keyed by grid table: "NAME" for [family.NAME]
+    (models.Trained), "sae.NAME" for [sae.NAME] (sae.TrainedSAEs)."""
     return [m.build(trained) for m in _modules()]
 
 
@@ -62,7 +63,7 @@ def ids():
 
 
 def required_families():
-    """family name -> the first figure id that needs it."""
+    """grid table ("NAME" or "sae.NAME") -> the first figure id that needs it."""
     need = {}
     for m in _modules():
         for fam in m.FAMILIES:

@@ -58,7 +58,7 @@ def build(trained):
     names = plane.mark_text(dx=9, dy=-9, fontSize=11).encode(x="x:Q", y="y:Q", text="feature:O")
     label = alt.Chart(cells).transform_filter(pick).mark_text(
         align="left", x=0, y=-12, fontSize=12).encode(text="label:N")
-    arrows_chart = alt.layer(rules, tips, names, label).properties(width=320, height=320)
+    arrows_chart = alt.layer(rules, tips, names, label).properties(width=290, height=290)
 
     grid = alt.Chart(cells).mark_rect().encode(
         x=alt.X("sparsity:O", sort=[sparsity_label(s) for s in sparsities], title="sparsity S"),
@@ -68,7 +68,7 @@ def build(trained):
     here = alt.Chart(cells).transform_filter(pick).mark_rect(
         fill=None, stroke="#D55E00", strokeWidth=3).encode(
         x=alt.X("sparsity:O", sort=[sparsity_label(s) for s in sparsities]), y="n:O")
-    grid_chart = alt.layer(grid, here).properties(width=260, height=260)
+    grid_chart = alt.layer(grid, here).properties(width=240, height=240)
     chart = alt.hconcat(arrows_chart, grid_chart).add_params(n_sel, s_sel)
 
     caption = (f"Each arrow is one column W_i of a trained model with m = 2 hidden dimensions; "

@@ -1,0 +1,147 @@
+"""Sparse autoencoders on a toy model's hidden activations h = W x, and how well they recover the
+toy model's true feature directions W_i.
+
+    f  = ReLU(W_e (h - b_d) + b_e)       codes, one per dictionary latent
+    h' = W_d f + b_d                     W_d has unit-norm columns (renormalised every step)
+    L  = mean ||h - h'||^2 + lambda * mean ||f||_1
+
+One batch trains every SAE of a sweep: target model x dictionary size x lambda, dictionaries
+zero-padded to the largest size with their extra latents masked off.
+"""
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from precompute import cache, metrics, toy_model
+from precompute.figures import REPRESENTED, lowest_loss
+from precompute.train import family_seed
+
+
+@dataclass
+class TrainedSAEs:
+    sweep: object  # config.SAESweep
+    rows: list  # one dict per SAE: target, sparsity, dict_size, l1 and the metrics
+    arrays: dict  # W_d (I, m, d_max), true (T, m, n) unit true directions, represented (T, n)
+    key: str
+    from_cache: bool
+
+    def __len__(self):
+        return len(self.rows)
+
+    def records(self):
+        """One record per SAE: its settings, scores and decoder columns (m x dict_size)."""
+        return [{**row, "W_d": self.arrays["W_d"][k][:, :row["dict_size"]].tolist()}
+                for k, row in enumerate(self.rows)]
+
+
+def settings(sweep):
+    return list(itertools.product(sweep.sparsities, sweep.dict_sizes, sweep.l1))
+
+
+def targets(sweep, toy):
+    """Index of the lowest-loss toy model for each target sparsity."""
+    best = {}
+    for k in lowest_loss(toy):
+        inst = toy.family.instances[k]
+        if inst.n == sweep.n:
+            best[inst.sparsity] = k
+    return [best[s] for s in sweep.sparsities]
+
+
+def train(sweep, toy, cfg, device="cpu"):
+    fam = toy.family
+    tk = targets(sweep, toy)
+    W_true = torch.stack([torch.from_numpy(toy.model(k)[0]) for k in tk]).to(device)  # (T, m, n)
+    m, n = W_true.shape[1:]
+    rows = settings(sweep)
+    t_index = torch.tensor([sweep.sparsities.index(s) for s, _, _ in rows], device=device)
+    d_max, I = max(sweep.dict_sizes), len(rows)
+    mask = torch.zeros(I, d_max, 1, device=device)
+    for i, (_, d, _) in enumerate(rows):
+        mask[i, :d] = 1
+    l1 = torch.tensor([lam for _, _, lam in rows], device=device)
+    gen = torch.Generator().manual_seed(family_seed(fam.name, "sae/init"))
+    W_d = torch.randn(I, m, d_max, generator=gen).to(device)
+    W_d = W_d * mask.transpose(1, 2)
+    W_d /= W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    W_e = W_d.transpose(1, 2).clone().requires_grad_()  # tied initialisation
+    W_d.requires_grad_()
+    b_e = torch.zeros(I, d_max, 1, device=device, requires_grad=True)
+    b_d = torch.zeros(I, m, 1, device=device, requires_grad=True)
+    opt = torch.optim.Adam([W_e, b_e, W_d, b_d], lr=cfg.learning_rate)
+    inv_p = torch.tensor([1 / (1 - s) for s in sweep.sparsities], device=device).view(-1, 1, 1)
+    data = torch.Generator(device).manual_seed(family_seed(fam.name, "sae/data"))
+
+    def hidden(batch, g):
+        x = toy_model.sample_inputs(torch.rand(len(tk), n, batch, generator=g, device=device), inv_p)
+        return torch.bmm(W_true, x)[t_index]  # (I, m, batch)
+
+    def codes(h):
+        return torch.relu(torch.baddbmm(b_e, W_e, h - b_d)) * mask
+
+    for _ in range(cfg.steps):
+        h = hidden(cfg.batch_size, data)
+        f = codes(h)
+        err = h - torch.baddbmm(b_d, W_d, f)
+        loss = (err.pow(2).sum(1).mean(1) + l1 * f.sum(1).mean(1)).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            W_d /= W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    with torch.no_grad():  # evaluate on fresh inputs
+        h = hidden(cfg.eval_samples, torch.Generator(device).manual_seed(
+            family_seed(fam.name, "sae/eval")))
+        f = codes(h)
+        err = h - torch.baddbmm(b_d, W_d, f)
+        fvu = err.pow(2).sum((1, 2)) / (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))
+        l0 = (f > 0).float().sum(1).mean(1)
+        dead = (((f > 0).sum(2, keepdim=True) == 0).float() * mask).sum((1, 2))  # real latents only
+    W_true = W_true.cpu().numpy()
+    norms = np.linalg.norm(W_true, axis=1)  # (T, n)
+    true_unit = W_true / np.maximum(norms[:, None, :], 1e-12)
+    W_d_np = W_d.detach().cpu().numpy()
+    out = []
+    for i, (s, d, lam) in enumerate(rows):
+        t = sweep.sparsities.index(s)
+        match = recovery(true_unit[t], norms[t] > REPRESENTED, W_d_np[i, :, :d])
+        out.append({"target": f"{fam.name}/{tk[t]}", "sparsity": s, "dict_size": d, "l1": lam,
+                    "represented": int((norms[t] > REPRESENTED).sum()), **match,
+                    "l0": float(l0[i]), "dead_fraction": float(dead[i]) / d,
+                    "fvu": float(fvu[i])})
+    return out, {"W_d": W_d_np, "true_unit": true_unit, "true_norm": norms}
+
+
+def recovery(true_unit, represented, dictionary):
+    """Mean max cosine similarity (MMCS) between the represented true directions and the unit
+    dictionary columns, and the share of them matched above 0.9."""
+    cos = true_unit[:, represented].T @ dictionary  # (features, latents)
+    best = cos.max(axis=1)
+    return {"mmcs": float(best.mean()), "recovered": float((best > 0.9).mean())}
+
+
+def code_hash():
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def trained_saes(sweep, toy, cfg, device, cache_dir, log=print):
+    key = hashlib.sha256(json.dumps({"sweep": asdict(sweep), "cfg": asdict(cfg), "toy": toy.key,
+                                     "code": code_hash(), "device": device},
+                                    sort_keys=True).encode()).hexdigest()
+    path = Path(cache_dir) / f"sae-{sweep.family}-{key[:16]}.npz"
+    try:
+        arrays = cache.load(path, key)
+        rows = json.loads(str(arrays.pop("rows")))
+        return TrainedSAEs(sweep, rows, arrays, key, True)
+    except cache.CacheMiss as miss:
+        if path.exists():
+            log(str(miss))
+    rows, arrays = train(sweep, toy, cfg, device)
+    cache.save(path, key, {**arrays, "rows": np.array(json.dumps(rows))})
+    return TrainedSAEs(sweep, rows, arrays, key, False)
