@@ -226,12 +226,15 @@ def staging(target):
     tmp = target.with_name(f".{target.name}.staging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Both signals abort into the cleanup below, even where SIGINT was inherited as ignored
+    # (a build started as a background job).
+    old = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield tmp
         swap(tmp, target)
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -45,6 +45,7 @@ def main():
     cfg = replace(grid.train, steps=args.steps)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps each")
     print(f"{'family':16}{'models':>8}{'batched model-steps/s':>24}{'per-model loop':>17}{'speedup':>9}")
+    batched_s = looped_s = 0.0  # seconds each way for the whole grid at the full step count
     for name, fam in grid.families.items():
         train_family(fam, replace(cfg, steps=50), progress=False)  # warm the thread pool
         t = time.perf_counter()
@@ -54,6 +55,10 @@ def main():
                                 max(100, args.steps // 5))
         print(f"{name:16}{len(fam.instances):>8}{batched:>24,.0f}{single:>17,.0f}"
               f"{batched / single:>8.0f}x")
+        batched_s += len(fam.instances) * grid.train.steps / batched
+        looped_s += len(fam.instances) * grid.train.steps / single
+    print(f"whole grid at {grid.train.steps} steps: {batched_s:.0f} s batched against "
+          f"{looped_s:.0f} s as a per-model loop ({looped_s / batched_s:.0f}x)")
     if not args.skip_cold:
         with tempfile.TemporaryDirectory() as cache:
             t = time.perf_counter()

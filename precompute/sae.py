@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute import cache, metrics, toy_model
+from precompute import cache, toy_model
 from precompute.figures import REPRESENTED, lowest_loss
 from precompute.train import family_seed
 

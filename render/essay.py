@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import markdown
 from latex2mathml.converter import convert as latex_to_mathml
 from markdown.preprocessors import Preprocessor
+from markdown.treeprocessors import Treeprocessor
 from markupsafe import escape
 
 from errors import BuildError
@@ -147,6 +148,15 @@ class _Directives(Preprocessor):
         return "<sup class=\"cites\">[" + ", ".join(parts) + "]</sup>"
 
 
+class _ExternalLinks(Treeprocessor):
+    """Links that leave the site open without handing it a window.opener."""
+
+    def run(self, root):
+        for a in root.iter("a"):
+            if a.get("href", "").startswith(("http://", "https://")):
+                a.set("rel", "noopener")
+
+
 def render(path, text, figure_ids, bib, facts, figure_html):
     """The essay's HTML body; figure_html(id, number) gives a placed figure's markup."""
     figures, cites = scan(path, text, figure_ids, bib, facts)
@@ -164,6 +174,7 @@ def render(path, text, figure_ids, bib, facts, figure_html):
                                               "footnotes": {"BACKLINK_TITLE": "Back to text"}})
     md.preprocessors.register(_Directives(md, ctx), "superposition_directives", 25)  # after
     # normalize_whitespace (30), which strips the placeholder markers the stash relies on
+    md.treeprocessors.register(_ExternalLinks(md), "external_links", 0)
     html = md.convert(text)
     words = len(re.sub(r"<[^>]+>", " ", html).split())
     return Essay(html, md.toc_tokens, figures, cites, words)

@@ -148,6 +148,14 @@ def test_bad_content_fails_in_one_line_and_writes_nothing(tmp_path, breakage, ex
     assert not out.exists() and not list(tmp_path.glob(".site.staging*"))
 
 
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = run_build("--device", "cuda", "--out", tmp_path / "site", check=False)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr and "--device cpu" in proc.stderr
+
+
 def test_bad_grid_fails_in_one_line(tmp_path):
     grid = tmp_path / "g.toml"
     grid.write_text((ROOT / "precompute" / "grid.toml").read_text().replace("m = 5", "m = 50", 1))

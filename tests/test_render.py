@@ -54,6 +54,11 @@ def test_essay_features_render():
     assert 'class="footnote"' in html and doc.toc[0]["name"] == "Part"
 
 
+def test_external_links_get_noopener():
+    html = render("[paper](https://example.org/x) and [local](#ref)\n").html
+    assert 'href="https://example.org/x" rel="noopener"' in html and 'href="#ref">' in html
+
+
 def test_values_reaching_html_are_escaped():
     doc = render("{{ concentration.m5 }}\n", facts={**{i: {} for i in IDS},
                                                     "concentration": {"m5": "<script>x</script>"}})

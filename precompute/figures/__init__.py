@@ -44,6 +44,16 @@ def index_slider(name, labels, title):
                      bind=alt.binding_range(min=0, max=len(labels) - 1, step=1, name=title))
 
 
+def arrows_from_origin(base, color, label, scale, width=2.5, titles=(None, None)):
+    """Directions as arrows from the origin of a plane, each labelled at its tip."""
+    return alt.layer(
+        base.mark_rule(strokeWidth=width).encode(
+            x=alt.X("x:Q", scale=scale, title=titles[0]), y=alt.Y("y:Q", scale=scale, title=titles[1]),
+            x2=alt.datum(0), y2=alt.datum(0), color=color),
+        base.mark_text(dx=9, dy=-9, fontSize=12, fontWeight="bold").encode(
+            x="x:Q", y="y:Q", text=label, color=color))
+
+
 def _modules():
     from precompute.figures import (concentration, dimensionality, lab_correlations,
                                     lab_interference, lab_packing, phase_diagram, sae_recovery,

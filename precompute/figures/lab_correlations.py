@@ -1,7 +1,6 @@
 """Lab 3.1: neuron-feature Pearson correlations of the n=20, m=5 models as sparsity grows, and how
 many features each neuron mixes (participation ratio) beside how many the model represents."""
 import altair as alt
-import numpy as np
 import pandas as pd
 
 from precompute import metrics

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from precompute import metrics
-from precompute.figures import PALETTE, REPRESENTED, Figure, lowest_loss
+from precompute.figures import PALETTE, REPRESENTED, Figure, arrows_from_origin, lowest_loss
 
 ID = "lab-interference"
 FAMILY = "packing2d"
@@ -57,13 +57,8 @@ def build(trained):
     arrows = alt.Chart(vec).transform_calculate(
         theta="datum.feature == 'A' ? 0 : angle * PI / 180",
         x="cos(datum.theta)", y="sin(datum.theta)")
-    plane = alt.layer(
-        arrows.mark_rule(strokeWidth=3).encode(x=alt.X("x:Q", scale=scale, title=None),
-                                               y=alt.Y("y:Q", scale=scale, title=None),
-                                               x2=alt.datum(0), y2=alt.datum(0), color=color),
-        arrows.mark_text(dx=10, dy=-8, fontSize=14, fontWeight="bold").encode(
-            x="x:Q", y="y:Q", text="feature:N", color=color),
-    ).properties(width=220, height=220, title="feature directions")
+    plane = arrows_from_origin(arrows, color, "feature:N", scale, width=3).properties(
+        width=220, height=220, title="feature directions")
 
     long = grid.melt(id_vars=["angle", "bias"], var_name="read-out", value_name="value")
     ro_color = alt.Color("read-out:N", scale=alt.Scale(domain=["before ReLU", "after ReLU"],

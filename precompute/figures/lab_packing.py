@@ -1,11 +1,11 @@
 """Lab 3.3: the trained columns W_i of m=2 models drawn as arrows in the plane, for every number
 of features n and sparsity in the grid, with which features are represented and the loss."""
 import altair as alt
-import numpy as np
 import pandas as pd
 
 from precompute import metrics
-from precompute.figures import PALETTE, REPRESENTED, Figure, index_slider, lowest_loss, sparsity_label
+from precompute.figures import (PALETTE, REPRESENTED, Figure, arrows_from_origin, index_slider,
+                                lowest_loss, sparsity_label)
 
 ID = "lab-packing"
 FAMILY = "packing2d"
@@ -49,16 +49,14 @@ def build(trained):
     color = alt.Color("represented:N", scale=alt.Scale(domain=["represented", "not represented"],
                                                        range=[PALETTE[0], PALETTE[1]]),
                       legend=alt.Legend(orient="bottom", title=None))
-    rules = plane.mark_rule(strokeWidth=2.5).encode(
-        x=alt.X("x:Q", scale=scale, title="hidden dimension 1"),
-        y=alt.Y("y:Q", scale=scale, title="hidden dimension 2"),
-        x2=alt.datum(0), y2=alt.datum(0), color=color)
     tips = plane.mark_point(filled=True, size=60).encode(
         x="x:Q", y="y:Q", color=color, tooltip=["feature:O", "x:Q", "y:Q", "norm:Q"])
-    names = plane.mark_text(dx=9, dy=-9, fontSize=11).encode(x="x:Q", y="y:Q", text="feature:O")
     label = alt.Chart(cells).transform_filter(pick).mark_text(
         align="left", x=0, y=-12, fontSize=12).encode(text="label:N")
-    arrows_chart = alt.layer(rules, tips, names, label).properties(width=290, height=290)
+    arrows_chart = alt.layer(
+        arrows_from_origin(plane, color, "feature:O", scale,
+                           titles=("hidden dimension 1", "hidden dimension 2")),
+        tips, label).properties(width=290, height=290)
 
     grid = alt.Chart(cells).mark_rect().encode(
         x=alt.X("sparsity:O", sort=[sparsity_label(s) for s in sparsities], title="sparsity S"),

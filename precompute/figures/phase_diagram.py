@@ -44,11 +44,11 @@ def build(trained):
              "agree_cells": int(cells.agrees.sum())}
 
     # Cells are drawn as rectangles spanning half a log-step either side of each grid value.
-    def edges(values, col):
+    def edges(values):
         v = np.log10(values)
         step = (v[-1] - v[0]) / (len(v) - 1)
         return {x: (10 ** (np.log10(x) - step / 2), 10 ** (np.log10(x) + step / 2)) for x in values}
-    de, ie = edges(densities, "density"), edges(importances, "importance")
+    de, ie = edges(densities), edges(importances)
     cells["d0"], cells["d1"] = zip(*[de[d] for d in cells.density])
     cells["i0"], cells["i1"] = zip(*[ie[i] for i in cells.importance])
     xs = alt.Scale(type="log", reverse=True, domain=[de[densities[-1]][1], de[densities[0]][0]],

@@ -3,10 +3,9 @@ feature directions once the dictionary has room for them. Left: mean max cosine 
 (MMCS) against dictionary size and L1 coefficient. Right: for the two-dimensional pentagon, the
 true directions beside the learned dictionary, each atom coloured by the feature it matches."""
 import altair as alt
-import numpy as np
 import pandas as pd
 
-from precompute.figures import PALETTE, Figure, sparsity_label
+from precompute.figures import PALETTE, Figure, arrows_from_origin, sparsity_label
 
 ID = "sae-recovery"
 FAMILIES = ["sae.superposition", "sae.packing2d"]
@@ -69,26 +68,16 @@ def build(trained):
     scale = alt.Scale(domain=[-1.3, 1.3])
     feat_color = alt.Color("feature:N", scale=alt.Scale(domain=[str(i + 1) for i in range(len(arrows))],
                                                         range=PALETTE[:len(arrows)]), legend=None)
-    truth = alt.Chart(arrows)
-    true_plane = alt.layer(
-        truth.mark_rule(strokeWidth=3).encode(x=alt.X("x:Q", scale=scale, title=None),
-                                              y=alt.Y("y:Q", scale=scale, title=None),
-                                              x2=alt.datum(0), y2=alt.datum(0), color=feat_color),
-        truth.mark_text(dx=9, dy=-9, fontSize=12, fontWeight="bold").encode(
-            x="x:Q", y="y:Q", text="feature:N", color=feat_color),
-    ).properties(width=170, height=170, title="true directions Wᵢ")
+    true_plane = arrows_from_origin(alt.Chart(arrows), feat_color, "feature:N", scale, width=3
+                                    ).properties(width=170, height=170, title="true directions Wᵢ")
     learned = alt.Chart(atoms).transform_filter(
         (alt.datum.dict_size == d_pick) & (alt.datum["lambda"] == l_pick))
     match_color = alt.Color("match:N", scale=alt.Scale(domain=[str(i + 1) for i in range(len(arrows))],
                                                        range=PALETTE[:len(arrows)]),
                             legend=None)
     dict_plane = alt.layer(
-        learned.mark_rule(strokeWidth=2).encode(x=alt.X("x:Q", scale=scale, title=None),
-                                                y=alt.Y("y:Q", scale=scale, title=None),
-                                                x2=alt.datum(0), y2=alt.datum(0), color=match_color,
-                                                tooltip=["atom:O", "match:N", "cosine:Q"]),
-        learned.mark_text(dx=9, dy=-9, fontSize=11).encode(x="x:Q", y="y:Q", text="match:N",
-                                                           color=match_color),
+        arrows_from_origin(learned.encode(tooltip=["atom:O", "match:N", "cosine:Q"]), match_color,
+                           "match:N", scale, width=2),
         alt.Chart(small_rows).transform_filter(
             (alt.datum.dict_size == d_pick) & (alt.datum["lambda"] == l_pick)).transform_calculate(
             t="'MMCS ' + format(datum.mmcs, '.2f') + ', L0 ' + format(datum.l0, '.2f')").mark_text(

@@ -1,7 +1,6 @@
 """The paper's key panel for n=20, m=5: W^T W and the feature norms ||W_i||, coloured by how much
 each feature shares its dimensions with others, across sparsity."""
 import altair as alt
-import numpy as np
 import pandas as pd
 
 from precompute import metrics
