@@ -124,8 +124,10 @@ class _Directives(Preprocessor):
 
             line = CODE_SPAN.sub(lambda m: keep(str(escape(m.group(0)[1:-1])).join(
                 ("<code>", "</code>"))), line)
-            line = DISPLAY_MATH.sub(lambda m: keep(_math(m.group(1), True, c["path"], no)), line)
-            line = INLINE_MATH.sub(lambda m: keep(_math(m.group(1), False, c["path"], no)), line)
+            # Facts inside math go into the TeX itself; elsewhere they are escaped HTML.
+            tex = lambda m: FACT.sub(lambda f: str(c["fact"](f.group(1))), m.group(1))
+            line = DISPLAY_MATH.sub(lambda m: keep(_math(tex(m), True, c["path"], no)), line)
+            line = INLINE_MATH.sub(lambda m: keep(_math(tex(m), False, c["path"], no)), line)
             line = CITE.sub(lambda m: keep(self._cite(CITE_KEY.findall(m.group(1)))), line)
             line = XREF.sub(lambda m: keep(
                 f'<a class="xref" href="#fig-{m.group(1)}">Figure {c["numbers"][m.group(1)]}</a>'),

@@ -54,6 +54,12 @@ def test_essay_features_render():
     assert 'class="footnote"' in html and doc.toc[0]["name"] == "Part"
 
 
+def test_facts_inside_math_are_substituted_into_the_tex():
+    html = render("With $n = {{ concentration.m5 }}$ features.\n",
+                  facts={**{i: {} for i in IDS}, "concentration": {"m5": "100"}}).html
+    assert "<mn>100</mn>" in html and "concentration" not in html
+
+
 def test_external_links_get_noopener():
     html = render("[paper](https://example.org/x) and [local](#ref)\n").html
     assert 'href="https://example.org/x" rel="noopener"' in html and 'href="#ref">' in html
