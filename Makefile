@@ -34,7 +34,7 @@ $(VENV)/.installed: requirements.txt
 
 system-packages:
 	$(SUDO) apt-get update -q
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $(PACKAGES)
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PACKAGES)
 
 clean:
 	rm -rf build
