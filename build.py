@@ -62,10 +62,9 @@ def main(argv=None):
         log(f"{name}: {len(family.instances)} models ({how_made(trained[name], t)})")
     for name, sweep in grid.sae.items():
         t = time.perf_counter()
-        trained[f"sae.{name}"] = sae.trained_saes(sweep, trained[name], grid.sae_train, device,
-                                                  cache_dir, log=log)
-        log(f"sae.{name}: {len(trained[f'sae.{name}'])} sparse autoencoders "
-            f"({how_made(trained[f'sae.{name}'], t)})")
+        saes = sae.trained_saes(sweep, trained[name], grid.sae_train, device, cache_dir, log=log)
+        trained[f"sae.{name}"] = saes
+        log(f"sae.{name}: {len(saes)} sparse autoencoders ({how_made(saes, t)})")
 
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}

@@ -7,6 +7,7 @@ from precompute import toy_model
 from precompute.train import Batch, family_seed
 
 EVAL_CHUNK = 4096
+REPRESENTED = 0.5  # ||W_i|| above this counts as represented (trained norms sit near 0 or 1)
 
 
 def evaluate(family, W, b, samples, device="cpu"):

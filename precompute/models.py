@@ -83,3 +83,11 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     cache.save(path, key, arrays)
     return Trained(family, arrays, train_cfg.steps, key, False)
+
+
+def lowest_loss(trained):
+    """Index of the lowest-loss seed at each grid point (seed-major instances), shape (per_seed,).
+    The paper keeps the best of several fits, since some seeds stick in local minima."""
+    fam = trained.family
+    losses = trained.arrays["final_loss"].reshape(fam.seeds, fam.per_seed)
+    return losses.argmin(0) * fam.per_seed + np.arange(fam.per_seed)

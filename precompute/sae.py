@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from precompute import cache, toy_model
-from precompute.figures import REPRESENTED, lowest_loss
+from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
 from precompute.train import family_seed
 
 
@@ -26,7 +27,7 @@ from precompute.train import family_seed
 class TrainedSAEs:
     sweep: object  # config.SAESweep
     rows: list  # one dict per SAE: target, sparsity, dict_size, l1 and the metrics
-    arrays: dict  # W_d (I, m, d_max), true (T, m, n) unit true directions, represented (T, n)
+    arrays: dict  # W_d (I, m, d_max), true_unit (T, m, n) and true_norm (T, n) of the targets
     key: str
     from_cache: bool
 
@@ -110,9 +111,10 @@ def train(sweep, toy, cfg, device="cpu"):
     out = []
     for i, (s, d, lam) in enumerate(rows):
         t = sweep.sparsities.index(s)
-        match = recovery(true_unit[t], norms[t] > REPRESENTED, W_d_np[i, :, :d])
+        represented = norms[t] > REPRESENTED
+        match = recovery(true_unit[t], represented, W_d_np[i, :, :d])
         out.append({"target": f"{fam.name}/{tk[t]}", "sparsity": s, "dict_size": d, "l1": lam,
-                    "represented": int((norms[t] > REPRESENTED).sum()), **match,
+                    "represented": int(represented.sum()), **match,
                     "l0": float(l0[i]), "dead_fraction": float(dead[i]) / d,
                     "fvu": float(fvu[i])})
     return out, {"W_d": W_d_np, "true_unit": true_unit, "true_norm": norms}

@@ -9,7 +9,7 @@ import torch
 
 from errors import BuildError
 from precompute import cache, config, metrics, phase_theory, sae, toy_model
-from precompute.figures import lowest_loss
+from precompute.models import lowest_loss
 from precompute.figures.phase_diagram import classify
 from precompute.train import train_family
 

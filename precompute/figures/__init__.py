@@ -3,14 +3,12 @@ Altair chart, a caption and the facts the essay quotes. FIGURES lists them; ids 
 from dataclasses import dataclass, field
 
 import altair as alt
-import numpy as np
 
 alt.data_transformers.disable_max_rows()  # figure data is inline by design (file:// can't fetch)
 
 # Okabe & Ito's colour-blind-safe palette; diverging and sequential schemes are Vega's
 # colour-blind-safe "blueorange" and "viridis".
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
-REPRESENTED = 0.5  # ||W_i|| above this counts as represented (the paper's plots use ~0.5 too)
 
 
 @dataclass
@@ -24,14 +22,6 @@ class Figure:
     families: list  # grid families it draws on
     params: dict = field(default_factory=dict)  # what else fixes it (seeds, samples, ...)
     facts: dict = field(default_factory=dict)  # numbers the essay fills in
-
-
-def lowest_loss(trained):
-    """Index of the lowest-loss seed at each grid point (seed-major instances), shape (per_seed,).
-    The paper keeps the best of several fits, since some seeds stick in local minima."""
-    fam = trained.family
-    losses = trained.arrays["final_loss"].reshape(fam.seeds, fam.per_seed)
-    return losses.argmin(0) * fam.per_seed + np.arange(fam.per_seed)
 
 
 def sparsity_label(s):

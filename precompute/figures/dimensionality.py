@@ -6,7 +6,8 @@ import altair as alt
 import pandas as pd
 
 from precompute import metrics
-from precompute.figures import PALETTE, REPRESENTED, Figure
+from precompute.figures import PALETTE, Figure
+from precompute.metrics import REPRESENTED
 
 ID = "dimensionality"
 FAMILY = "dimensionality"

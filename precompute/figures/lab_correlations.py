@@ -4,8 +4,9 @@ import altair as alt
 import pandas as pd
 
 from precompute import metrics
-from precompute.figures import (PALETTE, REPRESENTED, Figure, index_slider, lowest_loss,
-                                sparsity_label)
+from precompute.figures import PALETTE, Figure, index_slider, sparsity_label
+from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
 
 ID = "lab-correlations"
 FAMILY = "superposition"

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 
 from precompute import metrics
-from precompute.figures import PALETTE, REPRESENTED, Figure, arrows_from_origin, lowest_loss
+from precompute.figures import PALETTE, Figure, arrows_from_origin
+from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
 
 ID = "lab-interference"
 FAMILY = "packing2d"

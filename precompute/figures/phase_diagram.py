@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 
 from precompute import phase_theory
-from precompute.figures import PALETTE, REPRESENTED, Figure, lowest_loss
+from precompute.figures import PALETTE, Figure
+from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
 
 ID = "phase-diagram"
 FAMILY = "phase"
