@@ -97,6 +97,8 @@ def load_grid(path=DEFAULT_GRID):
     except tomllib.TOMLDecodeError as e:
         raise BuildError(path, f"not valid TOML ({e})", "fix the syntax at that position") from None
     fail = _failer(path, text)
+    if "extends" in raw:
+        raw = _extend(path, raw, fail)
     unknown = set(raw) - {"train", "family", "sae_train", "sae"}
     if unknown:
         key = sorted(unknown)[0]
@@ -111,6 +113,23 @@ def load_grid(path=DEFAULT_GRID):
     sae_train = _train(raw["sae_train"], SAE_TRAIN_KEYS, SAETrainConfig, "sae_train", fail) \
         if sae else None
     return Grid(path, train, families, sae_train, sae)
+
+
+def _extend(path, raw, fail):
+    """`extends = "FILE"`: FILE's tables, with this file's [family.X], [sae.X], [train] and
+    [sae_train] replacing those of the same name. FILE is checked first, with its own lines."""
+    base = raw.pop("extends")
+    if not isinstance(base, str):
+        fail("extends must name a grid file", 'write extends = "grid.toml"', "extends")
+    base_path = path.parent / base
+    if base_path.resolve() == path.resolve():
+        fail("the grid extends itself", "name another grid file", "extends")
+    load_grid(base_path)
+    merged = tomllib.loads(base_path.read_text())
+    for table, value in raw.items():
+        nested = table in ("family", "sae") and isinstance(value, dict)
+        merged[table] = {**merged.get(table, {}), **value} if nested else value
+    return merged
 
 
 def _failer(path, text):

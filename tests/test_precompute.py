@@ -63,6 +63,30 @@ def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
     assert text.startswith(f"{path}:") and e.value.line is not None and ";" in text
 
 
+def test_paper_grid_extends_the_default(grid):
+    paper = config.load_grid(config.DEFAULT_GRID.with_name("grid-paper.toml"))
+    dim = paper.families["dimensionality"]
+    assert (dim.instances[0].n, dim.m) == (400, 30)
+    for name, fam in grid.families.items():
+        if name != "dimensionality":
+            assert paper.families[name] == fam
+    assert paper.train == grid.train and paper.sae == grid.sae
+
+
+def test_extends_errors_name_the_file(tmp_path):
+    top = tmp_path / "top.toml"
+    top.write_text('extends = "missing.toml"\n')
+    with pytest.raises(BuildError, match="missing.toml: grid config not found"):
+        config.load_grid(top)
+    (tmp_path / "base.toml").write_text("[train]\nsteps = -1\n")
+    top.write_text('extends = "base.toml"\n')
+    with pytest.raises(BuildError, match=r"base.toml:\d+: \[train\]"):
+        config.load_grid(top)
+    top.write_text('extends = "top.toml"\n')
+    with pytest.raises(BuildError, match=r"top.toml:1: the grid extends itself"):
+        config.load_grid(top)
+
+
 def test_bad_toml_and_missing_file(tmp_path):
     path = tmp_path / "g.toml"
     path.write_text("[train\n")
