@@ -53,7 +53,7 @@ def build(trained):
     de, ie = edges(densities), edges(importances)
     cells["d0"], cells["d1"] = zip(*[de[d] for d in cells.density])
     cells["i0"], cells["i1"] = zip(*[ie[i] for i in cells.importance])
-    xs = alt.Scale(type="log", reverse=True, domain=[de[densities[-1]][1], de[densities[0]][0]],
+    xs = alt.Scale(type="log", domain=[de[densities[-1]][1], de[densities[0]][0]],  # 1 on the left
                    nice=False)
     ys = alt.Scale(type="log", domain=[ie[importances[0]][0], ie[importances[-1]][1]], nice=False)
     regimes = list(phase_theory.REGIMES)
