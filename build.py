@@ -70,7 +70,7 @@ def main(argv=None):
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
     env = pages.environment()
-    previous = versions.previous_site(args.previous, args.out)
+    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
     with staging(Path(args.out)) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build)
@@ -148,7 +148,7 @@ def parse_args(argv):
     p.add_argument("--site-url", help="published address, for absolute citations and links "
                    "(default: $SITE_URL, else meta.toml's site_url)")
     p.add_argument("--previous", help="previously published site whose figure versions to carry "
-                   "forward (default: --out, when it is a site this build made)")
+                   "forward (default: $PREVIOUS_SITE, else --out when it is a site this build made)")
     return p.parse_args(argv)
 
 
