@@ -94,7 +94,7 @@ def main(argv=None):
             name = "superposition-offline.html" if inline else "index.html"
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
-                references=[bib[k] for k in doc.citations], specs=[by_id[i] for i in doc.figure_order],
+                references=[bib[k] for k in doc.citations], cited=doc.cited, specs=[by_id[i] for i in doc.figure_order],
                 reading_minutes=max(1, round(doc.words / 230)), citation=article,
                 canonical=article["url"] if meta["site_url"] else None,
                 og_image=og_image(meta, root, f"figures/{doc.figure_order[0]}/figure.png"),

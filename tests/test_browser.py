@@ -155,3 +155,74 @@ def test_citation_preview_on_keyboard_focus(browser, site):
     link.focus()
     assert tip.is_visible() and "Zoom In" in tip.inner_text()  # the essay's first citation
     page.close()
+
+
+PHONE = {"width": 375, "height": 740}
+OVERFLOW = """() => {
+    const w = window.innerWidth, bad = [];
+    document.querySelectorAll('.chart[data-figure]').forEach(c => {
+        const r = c.getBoundingClientRect(), svg = c.querySelector('svg').getBoundingClientRect();
+        if (c.scrollWidth > c.clientWidth || r.right > w || svg.right > r.right + 1 || svg.left < r.left - 1)
+            bad.push([c.dataset.figure, c.scrollWidth, c.clientWidth, svg.width]);
+    });
+    return bad;
+}"""
+
+
+@pytest.mark.parametrize("path", ["index.html", *[f"figures/{f}/index.html" for f in figures.ids()]])
+def test_phone_charts_fit_the_column_and_controls_are_touch_sized(browser, site, path):
+    page = browser.new_page()
+    page.set_viewport_size(PHONE)
+    page.goto((site / path).as_uri())
+    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    assert page.evaluate(OVERFLOW) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    small = page.eval_on_selector_all(
+        ".vega-bind input, .vega-bind select",
+        "els => els.map(e => [e.name || e.type, e.getBoundingClientRect().height])"
+        ".filter(([n, h]) => h < 24)")
+    assert small == []
+    page.close()
+
+
+def test_phone_citation_previews_stay_on_screen_and_link_back(browser, site):
+    page = browser.new_page()
+    page.set_viewport_size(PHONE)
+    page.goto((site / "index.html").as_uri())
+    links = page.locator(".cite > a")
+    ids = page.eval_on_selector_all(".cite > a", "as => as.map(a => a.id)")
+    assert len(ids) == len(set(ids)) == links.count() > 0
+    for i in range(links.count()):
+        links.nth(i).focus()
+        tip = page.locator(".cite-tip").nth(i)
+        box = tip.bounding_box()
+        assert tip.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (i, box)
+    # Every citation is reachable back from its reference.
+    back = set(page.eval_on_selector_all(".backlinks a", "as => as.map(a => a.hash.slice(1))"))
+    assert back == set(ids)
+    page.close()
+
+
+def test_offline_edition_alone_with_the_network_blocked_draws_and_prints(browser, site, tmp_path):
+    """Copied alone into an empty folder and opened from file:// with every non-file request
+    aborted: nothing fails, every chart draws, and the PDF carries every static figure."""
+    lone = tmp_path / "superposition-offline.html"
+    shutil.copyfile(site / "superposition-offline.html", lone)
+    page = browser.new_page()
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+               else route.abort())
+    page.goto(lone.as_uri())
+    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    charts = page.eval_on_selector_all(".chart[data-figure]", f"els => els.map(e => e.querySelectorAll({MARKS!r}).length)")
+    assert len(charts) == len(figures.ids()) and min(charts) > 10
+    page.emulate_media(media="print")
+    images = page.eval_on_selector_all(
+        ".figure img.static", "is => is.map(i => [i.src.slice(0, 5), i.complete && i.naturalWidth > 0,"
+                              " getComputedStyle(i).display])")
+    assert images == [["data:", True, "block"]] * len(figures.ids())
+    pdf = page.pdf()
+    assert failed == [] and pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") + \
+        pdf.count(b"/Subtype/Image") + pdf.count(b"/XObject") >= 1
+    page.close()

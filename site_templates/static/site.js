@@ -4,15 +4,49 @@
   "use strict";
   var dark = window.matchMedia("(prefers-color-scheme: dark)");
 
-  function render(el) {
-    var id = el.getAttribute("data-figure");
-    var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
-    el.setAttribute("data-rendered", "pending");
+  // Side-by-side panels stack when the column is narrower than they are (a phone); whatever is
+  // still too wide is scaled to the column by the stylesheet (the SVG keeps its viewBox).
+  function stacked(spec) {
+    if (Array.isArray(spec)) return spec.map(stacked);
+    if (!spec || typeof spec !== "object") return spec;
+    var out = {};
+    Object.keys(spec).forEach(function (k) {
+      out[k === "hconcat" ? "vconcat" : k] = k === "data" || k === "datasets" ? spec[k] : stacked(spec[k]);
+    });
+    return out;
+  }
+
+  function hasHconcat(spec) {
+    return JSON.stringify(spec).indexOf('"hconcat"') >= 0;
+  }
+
+  function embed(el, spec) {
+    // One accessible label per chart (the figure's, on its container), none per mark.
+    spec.config = Object.assign({}, spec.config, {aria: false});
     return window.vegaEmbed(el, spec, {
       renderer: "svg", actions: false, defaultStyle: false,
       theme: dark.matches ? "dark" : undefined
+    });
+  }
+
+  function render(el) {
+    var id = el.getAttribute("data-figure");
+    var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
+    var label = el.getAttribute("aria-label");
+    el.setAttribute("data-rendered", "pending");
+    return embed(el, spec).then(function (result) {
+      var svg = el.querySelector("svg");
+      if (svg && parseFloat(svg.getAttribute("width")) > el.clientWidth + 1 && hasHconcat(spec)) {
+        result.view.finalize();
+        el.innerHTML = "";
+        el.setAttribute("data-layout", "stacked");
+        return embed(el, stacked(spec));
+      }
+      return result;
     }).then(function (result) {
       el.setAttribute("data-rendered", "true");
+      el.setAttribute("role", "group");
+      el.setAttribute("aria-label", label);
       el._view = result.view;
       // Vega-Embed labels the bound inputs by their name; tie them to the figure for screen readers.
       el.querySelectorAll(".vega-bind input, .vega-bind select").forEach(function (input) {
@@ -29,6 +63,40 @@
     return Promise.all(Array.prototype.map.call(document.querySelectorAll(".chart[data-figure]"), render))
       .then(function () { document.documentElement.setAttribute("data-figures", "rendered"); });
   }
+
+  // Citation previews: kept inside the screen; a tap (no hover) shows the preview first and only
+  // a second tap follows the link to the reference list.
+  function place(tip) {
+    tip.style.left = "";
+    var margin = 8, rect = tip.getBoundingClientRect();
+    var shift = Math.min(0, window.innerWidth - margin - rect.right) || Math.max(0, margin - rect.left);
+    if (shift) tip.style.left = (parseFloat(getComputedStyle(tip).left) + shift) + "px";
+  }
+
+  function openTip(cite) {
+    document.querySelectorAll(".cite.open").forEach(function (c) { if (c !== cite) c.classList.remove("open"); });
+    cite.classList.add("open");
+    place(cite.querySelector(".cite-tip"));
+  }
+
+  document.addEventListener("focusin", function (e) {
+    var cite = e.target.closest && e.target.closest(".cite");
+    if (cite) place(cite.querySelector(".cite-tip"));
+  });
+  document.addEventListener("mouseover", function (e) {
+    var cite = e.target.closest && e.target.closest(".cite");
+    if (cite) place(cite.querySelector(".cite-tip"));
+  });
+  document.addEventListener("click", function (e) {
+    var cite = e.target.closest && e.target.closest(".cite");
+    var touch = e.pointerType === "touch" || window.matchMedia("(hover: none)").matches;
+    if (cite && touch && !cite.classList.contains("open")) {
+      e.preventDefault();
+      openTip(cite);
+    } else if (!cite) {
+      document.querySelectorAll(".cite.open").forEach(function (c) { c.classList.remove("open"); });
+    }
+  });
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", renderAll);
   else renderAll();
