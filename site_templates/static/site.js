@@ -47,6 +47,9 @@
       el.setAttribute("data-rendered", "true");
       el.setAttribute("role", "group");
       el.setAttribute("aria-label", label);
+      // The drawing itself adds nothing to that label; its data are linked under the figure.
+      var svg = el.querySelector("svg");
+      if (svg) svg.setAttribute("aria-hidden", "true");
       el._view = result.view;
       // Vega-Embed labels the bound inputs by their name; tie them to the figure for screen readers.
       el.querySelectorAll(".vega-bind input, .vega-bind select").forEach(function (input) {
