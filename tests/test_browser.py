@@ -240,3 +240,41 @@ def test_axe_finds_no_violations(browser, site, scheme):
         results = Axe().run(page)
         assert results.violations_count == 0, (path, scheme, results.generate_report()[:3000])
         page.close()
+
+
+CONTRAST = """() => {
+    const rgb = c => (/rgba?\\(([\\d.]+),\\s*([\\d.]+),\\s*([\\d.]+)/.exec(c) || []).slice(1).map(Number);
+    const lum = c => { const v = c.map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                       return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+    const ratio = (a, b) => (Math.max(lum(a), lum(b)) + 0.05) / (Math.min(lum(a), lum(b)) + 0.05);
+    const page = rgb(getComputedStyle(document.documentElement).backgroundColor), low = [];
+    let count = 0;
+    document.querySelectorAll('.chart[data-figure]').forEach(chart => {
+        const bg = chart._view.background(), probe = document.createElement('i');
+        probe.style.color = bg || 'transparent';
+        document.body.appendChild(probe);
+        const back = bg && bg !== 'transparent' ? rgb(getComputedStyle(probe).color) : page;
+        probe.remove();
+        chart.querySelectorAll('svg text').forEach(t => {
+            if (!t.textContent.trim() || getComputedStyle(t).fillOpacity === '0') return;
+            count++;
+            const r = ratio(rgb(getComputedStyle(t).fill), back);
+            if (r < 4.5) low.push([chart.dataset.figure, t.textContent, getComputedStyle(t).fill, r.toFixed(2)]);
+        });
+    });
+    return {count, low};
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_chart_text_reaches_4_5_to_1(browser, site, scheme):
+    page = Page(browser, (site / "index.html").as_uri(), color_scheme=scheme)
+    result = page.page.evaluate(CONTRAST)
+    assert result["count"] > 100 and result["low"] == [], result["low"][:20]
+    sliders = page.page.locator(".vega-bind input[type=range]")
+    for i in range(sliders.count()):  # text redrawn by a control is kept readable too
+        sliders.nth(i).focus()
+        page.page.keyboard.press("ArrowLeft")
+    page.page.wait_for_timeout(300)
+    assert page.page.evaluate(CONTRAST)["low"] == []
+    page.close()

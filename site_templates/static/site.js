@@ -29,6 +29,56 @@
     });
   }
 
+  // Chart text must read at 4.5:1 or better against the chart's background in either theme.
+  // Figures pick their colours for marks; text drawn in a colour too faint for the theme is
+  // darkened (light) or lightened (dark) towards the text colour until it reaches that ratio.
+  function rgb(color) {
+    var m = /rgba?\(([\d.]+),\s*([\d.]+),\s*([\d.]+)/.exec(color || "");
+    return m ? [+m[1], +m[2], +m[3]] : null;
+  }
+
+  function luminance(c) {
+    var v = c.map(function (x) { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+  }
+
+  function contrast(a, b) {
+    var la = luminance(a), lb = luminance(b);
+    return (Math.max(la, lb) + 0.05) / (Math.min(la, lb) + 0.05);
+  }
+
+  function readable(el, background) {
+    var toward = luminance(background) > 0.4 ? [0, 0, 0] : [255, 255, 255];
+    el.querySelectorAll("svg text").forEach(function (t) {
+      t.style.fill = "";
+      var base = rgb(getComputedStyle(t).fill), fg = base;
+      if (!base) return;
+      for (var k = 0.1; contrast(fg, background) < 4.6 && k < 1.05; k += 0.1) {
+        fg = base.map(function (x, i) { return Math.round(x + (toward[i] - x) * k); });
+      }
+      if (fg !== base) t.style.fill = "rgb(" + fg.join(",") + ")";
+    });
+  }
+
+  function backgroundOf(view) {
+    var bg = view.background();
+    if (!bg || bg === "transparent") return rgb(getComputedStyle(document.documentElement).backgroundColor);
+    var probe = document.createElement("i");  // resolves a named or hex colour to rgb()
+    probe.style.color = bg;
+    document.body.appendChild(probe);
+    var color = rgb(getComputedStyle(probe).color);
+    probe.remove();
+    return color;
+  }
+
+  function keepReadable(el, view) {
+    var background = backgroundOf(view), svg = el.querySelector("svg");
+    readable(el, background);
+    // Vega redraws text when a control moves; only its own attributes trigger this, not ours.
+    new MutationObserver(function () { readable(el, background); }).observe(svg, {
+      subtree: true, childList: true, attributes: true, attributeFilter: ["fill"]});
+  }
+
   function render(el) {
     var id = el.getAttribute("data-figure");
     var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
@@ -50,6 +100,7 @@
       // The drawing itself adds nothing to that label; its data are linked under the figure.
       var svg = el.querySelector("svg");
       if (svg) svg.setAttribute("aria-hidden", "true");
+      keepReadable(el, result.view);
       el._view = result.view;
       // Vega-Embed labels the bound inputs by their name; tie them to the figure for screen readers.
       el.querySelectorAll(".vega-bind input, .vega-bind select").forEach(function (input) {
