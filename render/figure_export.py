@@ -11,6 +11,7 @@ import statistics
 import markdown
 import vl_convert
 
+from precompute.figures import slider_labels
 from render import citation
 
 GENERATOR = "superposition-explained"
@@ -27,6 +28,9 @@ def canonical_spec(fig):
     spec = fig.chart.to_dict()
     spec["title"] = fig.title
     spec["description"] = fig.description
+    labels = slider_labels(spec)
+    if labels:  # what each index slider's positions mean, for the page to show beside it
+        spec["usermeta"] = {**spec.get("usermeta", {}), "sliderLabels": labels}
     text = json.dumps(spec, sort_keys=True, ensure_ascii=False)
     names = list(dict.fromkeys(re.findall(r"\"(view_\d+)\"", text)))
     for i, name in enumerate(names):

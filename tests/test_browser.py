@@ -278,3 +278,19 @@ def test_every_chart_text_reaches_4_5_to_1(browser, site, scheme):
     page.page.wait_for_timeout(300)
     assert page.page.evaluate(CONTRAST)["low"] == []
     page.close()
+
+
+def test_sparsity_sliders_show_the_sparsity_they_select(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    sliders = page.page.locator(".vega-bind input[name=s_index]")
+    assert sliders.count() >= 3
+    for i in range(sliders.count()):
+        slider = sliders.nth(i)
+        value = slider.locator("xpath=following-sibling::span[1]")
+        before = value.inner_text()
+        slider.focus()
+        page.page.keyboard.press("ArrowLeft")
+        after = value.inner_text()
+        assert before.startswith("S = ") and after.startswith("S = ") and before != after
+        assert slider.get_attribute("aria-valuetext") == after
+    page.close()

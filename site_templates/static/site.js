@@ -79,6 +79,24 @@
       subtree: true, childList: true, attributes: true, attributeFilter: ["fill"]});
   }
 
+  // An index slider shows the value it selects ("S = 0.9"), from the labels in the spec's usermeta.
+  function showSliderValues(el, spec) {
+    var labels = (spec.usermeta || {}).sliderLabels || {};
+    el.querySelectorAll(".vega-bind input[type=range]").forEach(function (input) {
+      var values = labels[input.name], shown = input.nextElementSibling;  // Vega's readout
+      if (!values || !shown) return;
+      var update = function () {
+        var text = values[+input.value];
+        if (text === undefined) return;
+        shown.textContent = text;
+        input.setAttribute("aria-valuetext", text);
+      };
+      input.addEventListener("input", update);
+      input.addEventListener("change", update);
+      update();
+    });
+  }
+
   function render(el) {
     var id = el.getAttribute("data-figure");
     var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
@@ -102,6 +120,7 @@
       if (svg) svg.setAttribute("aria-hidden", "true");
       keepReadable(el, result.view);
       el._view = result.view;
+      showSliderValues(el, spec);
       // Vega-Embed labels the bound inputs by their name; tie them to the figure for screen readers.
       el.querySelectorAll(".vega-bind input, .vega-bind select").forEach(function (input) {
         input.setAttribute("aria-describedby", "cap-" + id);
