@@ -218,13 +218,25 @@ def test_offline_edition_alone_with_the_network_blocked_draws_and_prints(browser
     charts = page.eval_on_selector_all(".chart[data-figure]", f"els => els.map(e => e.querySelectorAll({MARKS!r}).length)")
     assert len(charts) == len(figures.ids()) and min(charts) > 10
     page.emulate_media(media="print")
+    # In print, every figure is its inlined static image, decoded and laid out at full size.
     images = page.eval_on_selector_all(
         ".figure img.static", "is => is.map(i => [i.src.slice(0, 5), i.complete && i.naturalWidth > 0,"
-                              " getComputedStyle(i).display])")
-    assert images == [["data:", True, "block"]] * len(figures.ids())
+                              " getComputedStyle(i).display, i.getBoundingClientRect().width > 200])")
+    assert images == [["data:", True, "block", True]] * len(figures.ids())
     pdf = page.pdf()
-    assert failed == [] and pdf.startswith(b"%PDF") and pdf.count(b"/Subtype /Image") + \
-        pdf.count(b"/Subtype/Image") + pdf.count(b"/XObject") >= 1
+    # The figures are in the PDF: printing without them gives a much smaller file.
+    page.evaluate("document.querySelectorAll('.figure img.static').forEach(i => i.remove())")
+    bare = page.pdf()
+    assert failed == [] and pdf.startswith(b"%PDF") and len(pdf) - len(bare) > 8 * 10_000, \
+        (len(pdf), len(bare))
+    page.close()
+
+
+def test_printed_with_a_dark_preference_the_bibtex_reads(browser, site):
+    page = Page(browser, (site / "index.html").as_uri(), color_scheme="dark", media="print")
+    fg, bg = page.page.eval_on_selector(
+        "pre.bibtex", "e => [getComputedStyle(e.querySelector('code')).color, getComputedStyle(e).backgroundColor]")
+    assert fg == "rgb(0, 0, 0)" and bg == "rgb(255, 255, 255)"
     page.close()
 
 
