@@ -185,9 +185,10 @@ def test_phone_charts_fit_the_column_and_controls_are_touch_sized(browser, site,
     page.close()
 
 
-def test_phone_citation_previews_stay_on_screen_and_link_back(browser, site):
+@pytest.mark.parametrize("width", [PHONE["width"], 1280])
+def test_citation_previews_stay_on_screen_and_link_back(browser, site, width):
     page = browser.new_page()
-    page.set_viewport_size(PHONE)
+    page.set_viewport_size({"width": width, "height": 740})
     page.goto((site / "index.html").as_uri())
     links = page.locator(".cite > a")
     ids = page.eval_on_selector_all(".cite > a", "as => as.map(a => a.id)")
@@ -196,7 +197,7 @@ def test_phone_citation_previews_stay_on_screen_and_link_back(browser, site):
         links.nth(i).focus()
         tip = page.locator(".cite-tip").nth(i)
         box = tip.bounding_box()
-        assert tip.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], (i, box)
+        assert tip.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= width, (i, box)
     # Every citation is reachable back from its reference.
     back = set(page.eval_on_selector_all(".backlinks a", "as => as.map(a => a.hash.slice(1))"))
     assert back == set(ids)
@@ -305,4 +306,18 @@ def test_sparsity_sliders_show_the_sparsity_they_select(browser, site):
         after = value.inner_text()
         assert before.startswith("S = ") and after.startswith("S = ") and before != after
         assert slider.get_attribute("aria-valuetext") == after
+    page.close()
+
+
+def test_a_tap_on_a_citation_shows_its_preview_before_following_it(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    tap = """a => a.dispatchEvent(new PointerEvent('click', {pointerType: 'touch', bubbles: true,
+                                                          cancelable: true}))"""
+    link = page.page.locator(".cite > a").nth(2)
+    tip = page.page.locator(".cite-tip").nth(2)
+    page.page.evaluate("document.activeElement.blur()")
+    link.evaluate(tap)
+    assert tip.is_visible() and page.page.evaluate("location.hash") == ""
+    link.evaluate(tap)  # a second tap follows the link to the reference
+    assert page.page.evaluate("location.hash").startswith("#ref-")
     page.close()
