@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from precompute import metrics, toy_model
-from precompute.figures import PALETTE, Figure
+from precompute.figures import PALETTE, Figure, index_slider
 from precompute.metrics import REPRESENTED
 from precompute.models import lowest_loss
 from precompute.train import family_seed
@@ -114,8 +114,7 @@ def build(trained):
     }
 
     labels = list(summary.label)
-    d = alt.param(name="d_index", value=int(at(0.5).d_index), bind=alt.binding_range(
-        min=0, max=len(labels) - 1, step=1, name="feature density step "))
+    d = index_slider("d_index", labels, "feature density ")
     base = alt.Chart(weights).transform_filter(alt.datum.d_index == d)
     heat = lambda field, title, legend: base.mark_rect().encode(
         x=alt.X("feature:O", title="feature i (importance 0.75^i, most important first)"),
