@@ -38,6 +38,7 @@ class Batch:
         self.importance = torch.from_numpy(importance).to(device)
         self.inv_p = torch.from_numpy(inv_p).to(device).view(*self.shape, n_max, 1)
         self.relu = family.activation == "relu"
+        self.hidden_relu = family.hidden_activation == "relu"
 
     def inputs(self, r, gen, out):
         """A fresh batch x (instances, n_max, batch) from one uniform draw r per seed."""
@@ -75,7 +76,8 @@ def train_family(family, cfg, device="cpu", progress=True):
         log = step % cfg.log_every == 0 or step == cfg.steps
         batch.inputs(r, gen, ws.x)
         loss = toy_model.loss_and_grad(W, b, ws.x, coef, ws, batch.relu, want_loss=log,
-                                       importance=batch.importance, n=batch.n)
+                                       importance=batch.importance, n=batch.n,
+                                       hidden_relu=batch.hidden_relu)
         if log:
             check_finite(family, loss, step)
             curve.append(loss.cpu())

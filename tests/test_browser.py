@@ -13,7 +13,7 @@ from precompute import figures
 pytestmark = pytest.mark.browser
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
-BOUND = {"lab-correlations": ["s_index"], "lab-interference": ["angle", "bias"],
+BOUND = {"lab-correlations": ["d_index"], "lab-interference": ["angle", "bias"],
          "lab-packing": ["n_features", "s_index"], "superposition-panel": ["s_index"],
          "sae-recovery": ["target_S", "dict", "lam"]}
 MARKS = "svg .mark-rect path, svg .mark-symbol path, svg .mark-line path, svg .mark-rule line, " \
