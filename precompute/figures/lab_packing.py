@@ -39,7 +39,11 @@ def build(trained):
     pent = cells[(cells.n == 5)].sort_values("s_index")
     facts = {"pentagon_sparsity": next((r.sparsity for r in pent.itertuples()
                                         if r.represented == 5), "never"),
-             "dense_represented_n5": int(pent.iloc[0].represented)}
+             "dense_represented_n5": int(pent.iloc[0].represented),
+             # ||W||_F^2 of the dense n=5 model: how many dimensions' worth of norm it spreads
+             "dense_norm_sq_n5": round(float((arrows[(arrows.n == 5) & (arrows.s_index == 0)]
+                                              .norm ** 2).sum()), 2),
+             "seeds": fam.seeds}
 
     n_sel = alt.param(name="n_features", value=5,
                       bind=alt.binding_range(min=min(ns), max=max(ns), step=1, name="features n"))
