@@ -76,8 +76,10 @@ def build(trained):
 
     caption = (f"Each arrow is one column W_i of a trained model with m = 2 hidden dimensions; "
                f"choose the number of features n and the sparsity with the sliders (the "
-               f"lowest-loss of {fam.seeds} seeds is shown). Dense inputs leave room for only two "
-               f"features; sparse ones let the model fit more by spacing them around the circle. "
+               f"lowest-loss of {fam.seeds} seeds is shown). Dense inputs give the model two "
+               f"dimensions' worth of weight (squared norm {facts['dense_norm_sq_n5']} at n = 5) "
+               f"to share among equally important features; sparse ones let it store more "
+               f"features in full by spacing them around the circle. "
                f"With n = 5 all five features are represented from S = "
                f"{facts['pentagon_sparsity']}, as a regular pentagon. The second panel, a grid, "
                f"counts represented features for every (n, S) pair.")
