@@ -14,6 +14,9 @@ FAMILY = "dimensionality"
 FAMILIES = [FAMILY]
 FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
              Fraction(3, 8), Fraction(1, 3)]
+# Dense models here spread the m dimensions thinly over many features (norms near 0.45), so the
+# represented count depends on the norm threshold there: report it at several.
+THRESHOLDS = (0.3, 0.5, 0.7)
 
 
 def build(trained):
@@ -26,6 +29,7 @@ def build(trained):
         inv = round(1.0 / (1.0 - inst.sparsity), 4)
         curve.append({"inv_density": inv, "sparsity": inst.sparsity, "seed": inst.seed,
                       "dims_per_feature": round(geo["dims_per_feature"], 4),
+                      **{f"represented_{t}": int((geo["norm"] > t).sum()) for t in THRESHOLDS},
                       "final_loss": float(tr.arrays["final_loss"][k])})
         for i in range(inst.n):
             if geo["norm"][i] > REPRESENTED:
@@ -37,6 +41,12 @@ def build(trained):
              "half_from": f"{half.inv_density.min():.1f}" if len(half) else "none",
              "half_to": f"{half.inv_density.max():.1f}" if len(half) else "none",
              "half_points": len(half)}
+    # How many represented features (all densities) sit within 0.02 of each named fraction D_i.
+    facts.update({f"at_{f.numerator}_{f.denominator}": int(((dots.D - float(f)).abs() < 0.02).sum())
+                  for f in FRACTIONS[1:-1]})
+    dense = curve.loc[curve.inv_density.idxmin()]
+    facts.update({f"dense_represented_{str(t)[2:]}": int(dense[f"represented_{t}"])
+                  for t in THRESHOLDS})
     refs = pd.DataFrame([{"D": float(f), "label": str(f), "guide": f == Fraction(1, 3)}
                          for f in FRACTIONS])
 

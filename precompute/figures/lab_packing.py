@@ -1,6 +1,7 @@
 """Lab 3.3: the trained columns W_i of m=2 models drawn as arrows in the plane, for every number
 of features n and sparsity in the grid, with which features are represented and the loss."""
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from precompute import metrics
@@ -13,10 +14,17 @@ FAMILY = "packing2d"
 FAMILIES = [FAMILY]
 
 
+def is_square(W, live):
+    """Four live columns in two antipodal pairs at right angles: a square."""
+    U = W[:, live] / metrics.geometry(W)["norm"][live]
+    off = (U.T @ U)[~np.eye(int(live.sum()), dtype=bool)]
+    return int(live.sum()) == 4 and bool(np.all((np.abs(off) < 0.1) | (off < -0.99)))
+
+
 def build(trained):
     tr = trained[FAMILY]
     fam = tr.family
-    arrows, cells = [], []
+    arrows, cells, squares = [], [], []
     sparsities = sorted({i.sparsity for i in fam.instances})
     ns = sorted({i.n for i in fam.instances})
     for k in lowest_loss(tr):
@@ -25,6 +33,8 @@ def build(trained):
         geo = metrics.geometry(W)
         s_index, rep = sparsities.index(inst.sparsity), int((geo["norm"] > REPRESENTED).sum())
         loss = float(tr.arrays["final_loss"][k])
+        if inst.n == 5 and is_square(W, geo["norm"] > REPRESENTED):
+            squares.append(sparsity_label(inst.sparsity))
         for i in range(inst.n):
             arrows.append({"n": inst.n, "s_index": s_index, "feature": i + 1,
                            "x": round(float(W[0, i]), 4), "y": round(float(W[1, i]), 4),
@@ -39,7 +49,12 @@ def build(trained):
     pent = cells[(cells.n == 5)].sort_values("s_index")
     facts = {"pentagon_sparsity": next((r.sparsity for r in pent.itertuples()
                                         if r.represented == 5), "never"),
-             "dense_represented_n5": int(pent.iloc[0].represented)}
+             "dense_represented_n5": int(pent.iloc[0].represented),
+             # ||W||_F^2 of the dense n=5 model: how many dimensions' worth of norm it spreads
+             "dense_norm_sq_n5": round(float((arrows[(arrows.n == 5) & (arrows.s_index == 0)]
+                                              .norm ** 2).sum()), 2),
+             "square_sparsities": ", ".join(squares) or "none",
+             "seeds": fam.seeds}
 
     n_sel = alt.param(name="n_features", value=5,
                       bind=alt.binding_range(min=min(ns), max=max(ns), step=1, name="features n"))
@@ -72,8 +87,10 @@ def build(trained):
 
     caption = (f"Each arrow is one column W_i of a trained model with m = 2 hidden dimensions; "
                f"choose the number of features n and the sparsity with the sliders (the "
-               f"lowest-loss of {fam.seeds} seeds is shown). Dense inputs leave room for only two "
-               f"features; sparse ones let the model fit more by spacing them around the circle. "
+               f"lowest-loss of {fam.seeds} seeds is shown). Dense inputs give the model two "
+               f"dimensions' worth of weight (squared norm {facts['dense_norm_sq_n5']} at n = 5) "
+               f"to share among equally important features; sparse ones let it store more "
+               f"features in full by spacing them around the circle. "
                f"With n = 5 all five features are represented from S = "
                f"{facts['pentagon_sparsity']}, as a regular pentagon. The second panel, a grid, "
                f"counts represented features for every (n, S) pair.")

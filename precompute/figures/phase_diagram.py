@@ -47,8 +47,8 @@ def build(trained):
     cells = pd.DataFrame(cells)
     densities = sorted(cells.density.unique())
     importances = sorted(cells.importance.unique())
-    fine_p = np.geomspace(min(densities), max(densities), 31)
-    fine_r = np.geomspace(min(importances), max(importances), 81)
+    fine_p = np.geomspace(min(densities), max(densities), 2 * len(densities) - 1)
+    fine_r = np.geomspace(min(importances), max(importances), 41)
     bounds = pd.DataFrame(phase_theory.boundaries(fine_p, fine_r))
     agreement = float(cells.agrees.mean())
     facts = {"agreement": f"{100 * agreement:.0f}%", "cells": len(cells),
