@@ -47,7 +47,7 @@ def build(trained):
              "relu_dense_represented": int(relu_rep.iloc[0]),
              "relu_sparse_represented": int(relu_rep.iloc[-1]),
              "sparsest": bars.sparsity.iloc[-1], "seeds": fam.seeds,
-             "eval_samples": f"{int(tr.arrays['eval_samples']):,}"}
+             "eval_samples": f"{int(tr.arrays['eval_samples'].item()):,}"}
 
     s = index_slider("s_index", list(bars.sparsity.unique()), "sparsity step")
     heat = alt.Chart(gram).transform_filter(alt.datum.s_index == s).mark_rect().encode(
