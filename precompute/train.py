@@ -88,10 +88,10 @@ class Trainer:
         for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
             k = sl.stop - sl.start
             x = self.ws.x[:k].view(seeds.stop - seeds.start, -1, *self.ws.x.shape[1:])
-            x = toy_model.sample_inputs(self.r[seeds].unsqueeze(1),
-                                        inv_p.flatten(0, 1)[sl].view_as(x[..., :1]), x).flatten(0, 1)
+            xn = toy_model.sample_negated_inputs(
+                self.r[seeds].unsqueeze(1), inv_p.flatten(0, 1)[sl].view_as(x[..., :1]), x)
             losses.append(toy_model.loss_and_grad(
-                self.W[sl], self.b[sl], x, self.coef[sl], self.ws, self.W.grad[sl],
+                self.W[sl], self.b[sl], xn.flatten(0, 1), self.coef[sl], self.ws, self.W.grad[sl],
                 self.b.grad[sl], bt.relu, *((bt.importance[sl], bt.n[sl]) if want_loss else ())))
         self.opt.step()
         return torch.cat(losses) if want_loss else None
