@@ -283,6 +283,26 @@ def test_sae_recovers_features_only_when_the_dictionary_has_room(trained):
         assert 0 <= r["dead_fraction"] <= 1 and 0 <= r["recovered"] <= 1 and r["l0"] >= 0
 
 
+def test_sae_gradient_equals_autograd():
+    """The SAE's hand-written gradient against autograd on its loss, with a padded dictionary."""
+    torch.manual_seed(0)
+    I, m, d, B = 3, 4, 6, 32
+    mask = torch.ones(I, d, 1, dtype=torch.float64)
+    mask[0, 4:] = 0
+    W_d = torch.randn(I, m, d, dtype=torch.float64) * mask.transpose(1, 2)
+    p = sae.Params(W_d, torch.randn(I, m, 1, dtype=torch.float64) * 0.1, mask)
+    p.W_eb += torch.randn_like(p.W_eb) * 0.3 * mask
+    h, l1 = torch.randn(I, m, B, dtype=torch.float64), torch.tensor([0.0, 0.01, 0.1]).double()
+    W_eb, W_d, b_d = (t.clone().requires_grad_() for t in p.tensors())
+    W_e, b_e = W_eb[:, :, :m], W_eb[:, :, m:]
+    f = torch.relu(torch.baddbmm(b_e, W_e, h - b_d)) * mask
+    err = h - torch.baddbmm(b_d, W_d, f)
+    (err.pow(2).sum(1).mean(1) + l1 * f.sum(1).mean(1)).sum().backward()
+    p.loss_and_grad(h, l1)
+    for mine, ref, keep in zip(p.tensors(), (W_eb, W_d, b_d), (mask, mask.transpose(1, 2), 1)):
+        assert torch.allclose(mine.grad, ref.grad * keep)
+
+
 def test_recovery_score():
     true = np.eye(3)
     assert sae.recovery(true, np.ones(3, bool), np.eye(3)) == {"mmcs": 1.0, "recovered": 1.0}
