@@ -27,6 +27,8 @@ from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, essay, figure_export, pages  # noqa: E402
 
 CONTENT = ROOT / "content"
+# Every site this build writes carries this file; --out only ever replaces a folder that has it.
+MARKER = ".superposition-site"
 META_KEYS = ("title", "subtitle", "kicker", "author", "description", "date")
 
 
@@ -35,7 +37,8 @@ def main(argv=None):
     started = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
-    # 1. Read and check every input before any training.
+    # 1. Read and check every input before any training, the output folder first.
+    check_out(args.out, protected=[ROOT, Path(args.content), Path(args.cache)])
     grid = config.load_grid(args.grid)
     check_families(grid)
     content = Path(args.content)
@@ -102,6 +105,8 @@ def main(argv=None):
             env, "figures_index.html", figures=records, specs=[], root="../", inline=None,
             og_image="../figures/" + order[0] + "/figure.png", **common))
         (out / ".nojekyll").write_text("")
+        (out / MARKER).write_text("made by superposition-explained's build.py; "
+                                  "a later build may replace this folder\n")
         size, packed = site_size(out)
 
     fresh = sum(not t.from_cache for t in trained.values())
@@ -216,12 +221,40 @@ def site_size(out):
     return raw, packed
 
 
+def check_out(out, protected):
+    """Refuse an --out that the build may not replace: one it cannot prove it made (no MARKER),
+    a file, the filesystem root, the home folder, or any folder that is, holds or lies inside
+    one of `protected` (the repository, the content, the cache). Nothing is touched here."""
+    if not str(out).strip():
+        raise BuildError("--out", "the output folder is empty (the current folder)",
+                         "pass a folder the build may own, e.g. --out build/site")
+    target = Path(out).expanduser().resolve()
+    refuse = lambda why: BuildError(target, f"--out {why}; the build replaces its output whole",
+                                    "pass a new or empty folder, e.g. --out build/site")
+    if target == Path(target.anchor) or target == Path.home().resolve():
+        raise refuse("is the filesystem root or the home folder")
+    for p in (Path(p).resolve() for p in protected):
+        if target == p or target in p.parents:
+            raise refuse(f"is or holds {p}")
+        if p in target.parents and p != ROOT:
+            raise refuse(f"lies inside {p}")
+    if target.exists() and not target.is_dir():
+        raise refuse("is a file")
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise refuse(f"is a non-empty folder without {MARKER}, so this build did not make it")
+    parent = next(p for p in target.parents if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BuildError(parent, "the output's folder is not writable",
+                         "pass an --out in a folder you can write to")
+
+
 @contextmanager
 def staging(target):
     """Yield an empty folder beside `target`; on success swap it in, on any failure or signal
     remove it, leaving the previous site byte for byte as it was."""
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_staging(target)
     tmp = target.with_name(f".{target.name}.staging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -235,6 +268,25 @@ def staging(target):
         for sig, handler in old.items():
             signal.signal(sig, handler)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_dead_staging(target):
+    """A killed build (SIGKILL) leaves .NAME.staging-PID beside the site: remove those whose
+    process is gone. A live PID is another build at work, so its folder stays."""
+    for leftover in target.parent.glob(f".{target.name}.staging-*"):
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and leftover.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 def _raise_interrupt(signum, frame):

@@ -225,3 +225,67 @@ def test_corrupt_cache_is_reported_and_retrained(quick_grid, quick_site, tmp_pat
     assert any(foreign.name in l and "foreign" in l for l in notes)
     assert "phase: 768 models (trained" in proc.stderr
     assert tree(tmp_path / "site") == tree(quick_site / "site")
+
+
+# --- the output folder: only ever replace what the build made ----------------------------------
+
+def _guard_cases(tmp):
+    notes = tmp / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    a_file = tmp / "file.txt"
+    a_file.write_text("mine")
+    return {"non-empty folder without the marker": notes, "a file": a_file,
+            "the repository root": ROOT, "content/": ROOT / "content", "build/": ROOT / "build",
+            "the cache": ROOT / "build" / "cache", "inside content/": ROOT / "content" / "site",
+            "the empty string": "", "the filesystem root": "/", "the home folder": Path.home()}
+
+
+@pytest.mark.parametrize("case", [
+    "non-empty folder without the marker", "a file", "the repository root", "content/", "build/",
+    "the cache", "inside content/", "the empty string", "the filesystem root", "the home folder"])
+def test_out_guard_refuses_what_the_build_did_not_make(tmp_path, case):
+    """The guard alone, so "/" and $HOME are never the target of a real build."""
+    target = _guard_cases(tmp_path)[case]
+    with pytest.raises(build.BuildError) as e:
+        build.check_out(target, protected=[ROOT, ROOT / "content", ROOT / "build" / "cache"])
+    assert "--out" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("case", ["non-empty folder without the marker", "a file",
+                                  "the repository root", "content/", "build/", "the cache",
+                                  "the empty string"])
+def test_build_refuses_bad_out_and_touches_nothing(tmp_path, case):
+    target = _guard_cases(tmp_path)[case]
+    watched = Path(target or ".").resolve()
+    before = tree(watched) if watched.is_dir() and watched != ROOT else None
+    before_bytes = watched.read_bytes() if watched.is_file() else None
+    git_before = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                                text=True).stdout
+    proc = run_build("--out", target, "--check", check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--out" in lines[0] and "e.g. --out build/site" in lines[0]
+    if before is not None:
+        assert tree(watched) == before
+    if before_bytes is not None:
+        assert watched.read_bytes() == before_bytes
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                          text=True).stdout == git_before
+
+
+def test_site_carries_the_marker_and_is_replaced_again(quick_grid, quick_site, tmp_path):
+    out = tmp_path / "site"
+    shutil.copytree(quick_site / "site", out)
+    assert (out / build.MARKER).is_file()
+    run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out", out)
+    assert tree(out) == tree(quick_site / "site")
+
+
+def test_killed_build_leftover_staging_is_removed(quick_grid, quick_site, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a PID that no longer runs, as after SIGKILL
+    leftover = tmp_path / f".site.staging-{dead.pid}"
+    (leftover / "figures").mkdir(parents=True)
+    run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out", tmp_path / "site")
+    assert not leftover.exists() and (tmp_path / "site" / build.MARKER).is_file()
