@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from errors import BuildError  # noqa: E402
 from precompute import config, figures, models, sae  # noqa: E402
-from render import bibliography, essay, figure_export, pages  # noqa: E402
+from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
 
 CONTENT = ROOT / "content"
 # Every site this build writes carries this file; --out only ever replaces a folder that has it.
@@ -43,6 +43,7 @@ def main(argv=None):
     check_families(grid)
     content = Path(args.content)
     meta = read_meta(content / "meta.toml")
+    meta["site_url"] = site_url(args, meta)
     bib = bibliography.load(content / "references.bib")
     essay_path = content / "essay.md"
     essay_text = read_text(essay_path)
@@ -72,10 +73,12 @@ def main(argv=None):
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
     env = pages.environment()
+    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
     with staging(Path(args.out)) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build)
                    for n, i in enumerate(order)]
+        versions.carry_forward(previous, out, records)
         by_id = {r["id"]: r for r in records}
         (out / "figures" / "manifest.json").write_text(figure_export.manifest(records))
         pages.write_assets(out, cache_dir)
@@ -85,25 +88,44 @@ def main(argv=None):
         common = {"meta": meta, "build": build, "page_description": meta["description"]}
         block = lambda root, inline: lambda fid, number: pages.render(
             env, "figure_block.html", fig=by_id[fid], root=root, inline=inline, **common)
+        article = citation.article(meta, build)
         for inline in (None, pages.inline_assets(cache_dir)):
+            # The offline edition links to other pages only where it knows their address.
+            root = offline_root(meta) if inline else ""
             doc = essay.render(essay_path, essay_text, set(figs), bib,
-                               {i: f.facts for i, f in figs.items()}, block("", inline))
+                               {i: f.facts for i, f in figs.items()}, block(root, inline))
             name = "superposition-offline.html" if inline else "index.html"
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
-                references=[bib[k] for k in doc.citations], specs=[by_id[i] for i in doc.figure_order],
-                reading_minutes=max(1, round(doc.words / 230)), citation=article_citation(meta, build),
-                og_image=og_image(meta, doc.figure_order), root="", inline=inline, **common))
+                references=[bib[k] for k in doc.citations], cited=doc.cited, specs=[by_id[i] for i in doc.figure_order],
+                reading_minutes=max(1, round(doc.words / 230)), citation=article,
+                canonical=article["url"] if meta["site_url"] else None,
+                og_image=og_image(meta, root, f"figures/{doc.figure_order[0]}/figure.png"),
+                root=root, inline=inline, **common))
         for r in records:
             (out / "figures" / r["id"] / "index.html").write_text(pages.render(
                 env, "figure.html", fig=r, figure_html=block("../../", None)(r["id"], r["number"]),
-                specs=[r], root="../../", inline=None, og_image="figure.png",
+                specs=[r], root="../../", inline=None, citation=r["citation"],
+                canonical=canonical(meta, f"figures/{r['id']}/"),
+                og_image=og_image(meta, "../../", f"figures/{r['id']}/figure.png"),
                 provenance={"code_hash": models.code_hash(), "families":
                             figure_export.provenance_families(figs[r["id"]], trained, grid)},
                 **common))
+            page = out / r["version_path"] / "index.html"
+            if not page.exists():  # a carried-forward version keeps its page as published
+                page.write_text(pages.render(
+                    env, "figure_version.html", fig=r, root="../../../../", inline=None, specs=[],
+                    citation=r["citation"], canonical=canonical(meta, r["version_path"]),
+                    og_image=og_image(meta, "../../../../", r["version_path"] + "figure.png"),
+                    **common))
         (out / "figures" / "index.html").write_text(pages.render(
             env, "figures_index.html", figures=records, specs=[], root="../", inline=None,
-            og_image="../figures/" + order[0] + "/figure.png", **common))
+            citation=None, canonical=canonical(meta, "figures/"),
+            og_image=og_image(meta, "../", f"figures/{order[0]}/figure.png"), **common))
+        (out / "404.html").write_text(pages.render(
+            env, "404.html", specs=[], root=offline_root(meta), inline=pages.inline_style(), citation=None,
+            canonical=None, og_image=og_image(meta, None, f"figures/{order[0]}/figure.png"),
+            **common))
         (out / ".nojekyll").write_text("")
         (out / MARKER).write_text("made by superposition-explained's build.py; "
                                   "a later build may replace this folder\n")
@@ -128,6 +150,10 @@ def parse_args(argv):
     p.add_argument("--cache", default=str(ROOT / "build" / "cache"), help="trained-model cache")
     p.add_argument("--version", help="version string (default: the git commit)")
     p.add_argument("--date", help="build date YYYY-MM-DD (default: the git commit's date)")
+    p.add_argument("--site-url", help="published address, for absolute citations and links "
+                   "(default: $SITE_URL, else meta.toml's site_url)")
+    p.add_argument("--previous", help="previously published site whose figure versions to carry "
+                   "forward (default: $PREVIOUS_SITE, else --out when it is a site this build made)")
     return p.parse_args(argv)
 
 
@@ -195,18 +221,30 @@ def family_config(tr, grid):
             "train": vars(grid.train), "cache_key": tr.key, "training_code": models.code_hash()}
 
 
-def article_citation(meta, build):
-    return {"text": f"{meta['author']} ({build['year']}). {meta['title']}: {meta['subtitle']} "
-                    f"Version {build['version']}.",
-            "bibtex": f"@misc{{superposition-explained,\n  author = {{{meta['author']}}},\n"
-                      f"  title = {{{meta['title']}: {meta['subtitle']}}},\n"
-                      f"  year = {{{build['year']}}},\n  note = {{version {build['version']}}},\n"
-                      f"  url = {{{meta.get('site_url', '')}}}\n}}"}
+def site_url(args, meta):
+    """The published address: --site-url, else $SITE_URL (the Pages workflow sets it), else
+    meta.toml's site_url; empty means unknown, and links stay relative."""
+    url = args.site_url or os.environ.get("SITE_URL") or meta.get("site_url") or ""
+    if url and not url.startswith(("https://", "http://")):
+        raise BuildError("--site-url", f"{url!r} is not an http(s) address",
+                         "give the full address, e.g. https://USER.github.io/REPO")
+    return url.rstrip("/")
 
 
-def og_image(meta, order):
-    path = f"figures/{order[0]}/figure.png"
-    return f"{meta['site_url'].rstrip('/')}/{path}" if meta.get("site_url") else path
+def offline_root(meta):
+    """Where the offline edition's links to other pages point: the published site, or nowhere."""
+    return meta["site_url"] + "/" if meta["site_url"] else None
+
+
+def canonical(meta, path):
+    return citation.absolute(meta["site_url"], path) if meta["site_url"] else None
+
+
+def og_image(meta, root, path):
+    """Absolute when the site's address is known; else relative to the page (or none)."""
+    if meta["site_url"]:
+        return citation.absolute(meta["site_url"], path)
+    return None if root is None else root + path
 
 
 def write_json(path, obj):

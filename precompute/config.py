@@ -16,7 +16,7 @@ DEFAULT_GRID = Path(__file__).with_name("grid.toml")
 TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "weight_decay": float,
               "eval_samples": int}
 FAMILY_KEYS = {"title", "n", "m", "importance_decay", "sparsity", "density", "second_importance",
-               "seeds", "activation"}
+               "seeds", "activation", "hidden_activation"}
 ACTIVATIONS = ("relu", "linear")
 SAE_TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "eval_samples": int}
 SAE_KEYS = {"n", "sparsity", "dict_size", "l1"}
@@ -49,6 +49,7 @@ class Family:
     seeds: int
     instances: tuple  # of Instance, seed-major
     spec: dict  # the family's table as written, for cache keys and provenance
+    hidden_activation: str = "linear"  # "relu": the paper's privileged-basis model
 
     @property
     def n_max(self):
@@ -194,6 +195,10 @@ def _family(name, spec, fail):
     if activation not in ACTIVATIONS:
         err(f"activation {activation!r} is not one of {ACTIVATIONS}", "use relu or linear",
             "activation")
+    hidden = spec.get("hidden_activation", "linear")
+    if hidden not in ACTIVATIONS:
+        err(f"hidden_activation {hidden!r} is not one of {ACTIVATIONS}",
+            "use linear (the basic model) or relu (a privileged basis)", "hidden_activation")
     if ("sparsity" in spec) == ("density" in spec):
         err("give exactly one of 'sparsity' (a list) or 'density' (a list or range)",
             "keep one of the two", "sparsity" if "sparsity" in spec else None)
@@ -219,7 +224,8 @@ def _family(name, spec, fail):
         if second is not None:
             importance[1] = second
         instances.append(Instance(seed, n, _clean(s), tuple(_clean(v) for v in importance)))
-    return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec)
+    return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec,
+                  hidden)
 
 
 def _sae(name, spec, families, fail):

@@ -10,23 +10,28 @@ EVAL_CHUNK = 4096
 REPRESENTED = 0.5  # ||W_i|| above this counts as represented (trained norms sit near 0 or 1)
 
 
-def evaluate(family, W, b, samples, device="cpu"):
+def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
     """Final loss (I,) and neuron-feature correlations (I, m, n_max) over `samples` fresh inputs
-    at each model's own sparsity. Pearson r is 0 where a neuron or feature has no variance."""
+    at each model's own sparsity. Pearson r is 0 where a neuron or feature has no variance.
+
+    Every instance sees the same uniforms (common random numbers), so the seeds of one grid point
+    are compared on identical inputs: the noise of their loss differences, which decide the best
+    seed, is far below that of each loss on its own."""
     batch = Batch(family, device)
     W, b = torch.from_numpy(W).to(device), torch.from_numpy(b).to(device).unsqueeze(2)
-    gen = torch.Generator(device).manual_seed(family_seed(family.name, "eval"))
+    gen = torch.Generator(device).manual_seed(family_seed(family.name, purpose))
     I, m, n = W.shape
     sx, sxx = torch.zeros(I, n, dtype=torch.float64), torch.zeros(I, n, dtype=torch.float64)
     sh, shh = torch.zeros(I, m, dtype=torch.float64), torch.zeros(I, m, dtype=torch.float64)
     shx, loss = torch.zeros(I, m, n, dtype=torch.float64), torch.zeros(I, dtype=torch.float64)
-    r = torch.empty(family.seeds, 1, n, EVAL_CHUNK, device=device)
+    r = torch.empty(1, 1, n, EVAL_CHUNK, device=device)  # one draw, broadcast over instances
     x = torch.empty(I, n, EVAL_CHUNK, device=device)
     chunks = max(1, samples // EVAL_CHUNK)
     for _ in range(chunks):
         batch.inputs(r, gen, x)
-        h = torch.bmm(W, x)
-        loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu).double().cpu()
+        h = toy_model.hidden(W, x, batch.hidden_relu)
+        loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu,
+                               batch.hidden_relu).double().cpu()
         xd, hd = x.double().cpu(), h.double().cpu()
         sx += xd.sum(2); sxx += (xd * xd).sum(2); sh += hd.sum(2); shh += (hd * hd).sum(2)
         shx += torch.bmm(hd, xd.transpose(1, 2))

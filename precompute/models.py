@@ -33,7 +33,7 @@ def cache_key(family, train_cfg, device):
 @dataclass
 class Trained:
     family: object  # config.Family
-    arrays: dict  # W, b, loss_curve, curve_steps, final_loss, corr
+    arrays: dict  # W, b, loss_curve, curve_steps, final_loss, eval_samples, corr
     steps: int
     key: str
     from_cache: bool
@@ -56,7 +56,8 @@ class Trained:
             out.append({
                 "id": f"{fam.name}/{k}",
                 "params": {"n": inst.n, "m": fam.m, "sparsity": inst.sparsity,
-                           "importance": list(inst.importance), "activation": fam.activation},
+                           "importance": list(inst.importance), "activation": fam.activation,
+                           "hidden_activation": fam.hidden_activation},
                 "seed": inst.seed, "steps": self.steps,
                 "final_loss": float(self.arrays["final_loss"][k]),
                 "W": W.tolist(), "b": b.tolist(),
@@ -80,6 +81,7 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     arrays = train_family(family, train_cfg, device, progress)
     arrays["final_loss"], arrays["corr"] = metrics.evaluate(
         family, arrays["W"], arrays["b"], train_cfg.eval_samples, device)
+    arrays["eval_samples"] = np.array(train_cfg.eval_samples)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     cache.save(path, key, arrays)
     return Trained(family, arrays, train_cfg.steps, key, False)
@@ -87,7 +89,9 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
 
 def lowest_loss(trained):
     """Index of the lowest-loss seed at each grid point (seed-major instances), shape (per_seed,).
-    The paper keeps the best of several fits, since some seeds stick in local minima."""
+    The paper keeps the best of several fits, since some seeds stick in local minima. This is the
+    one place a figure or fact picks a seed; final_loss is a paired evaluation (metrics.evaluate)
+    on eval_samples inputs, so the choice does not hinge on evaluation noise (tested)."""
     fam = trained.family
     losses = trained.arrays["final_loss"].reshape(fam.seeds, fam.per_seed)
     return losses.argmin(0) * fam.per_seed + np.arange(fam.per_seed)

@@ -1,62 +1,132 @@
-"""The theoretical phase diagram for n=2 features in m=1 dimension (Elhage et al. 2022, "Superposition
-as a phase change"): which of three candidate solutions has the lowest expected loss.
+"""The theoretical phase diagram for n=2 features in m=1 dimension (Elhage et al. 2022,
+"Superposition as a Phase Change"): the model W = [w1, w2], x' = ReLU(W^T W x + b) of lowest
+expected loss, found by minimising the exact expected loss over w1, w2, b1, b2 with no sign or
+bias limits, and what it does with the extra feature.
 
-Feature 1 has importance 1, feature 2 importance r; each is active with probability p = 1 - S,
-uniform on [0, 1] when active. With W = [w1, w2] the candidates are
-  not represented   W = [1, 0]: x1 exact; feature 2 can only be its mean, loss r Var(x)/2
-  dedicated dim     W = [0, 1]: the same with the roles swapped, loss Var(x)/2
-  superposition     W = [w1, -w2]: antipodal, each read-out ReLU(w_i^2 x_i - w1 w2 x_j + b_i)
-with Var(x) = p/3 - p^2/4. The superposition loss is minimised over w1, w2 and b_i <= 0 with
-exact expectations by midpoint quadrature; no sampling, no gradient descent.
+Feature 1 has importance 1, feature 2 importance r; each is active with probability p, uniform on
+[0, 1] when active. Feature 1's read-out is ReLU(a x1 + c x2 + b1) with a = w1^2, c = w1 w2, so
+its expected squared error splits by which features are active:
+  none     (1-p)^2 ReLU(b1)^2
+  x1 only  p(1-p) A(a, b1)          A(a, k) = int_0^1 (u - ReLU(a u + k))^2 du   (closed form)
+  x2 only  p(1-p) C(c, b1)          C(c, k) = int_0^1 ReLU(c v + k)^2 dv          (closed form)
+  both     p^2 int_0^1 A(a, c v + b1) dv                                       (midpoint rule;
+           A is C^1 in k, so 128 points put the error far below the gaps between solutions)
+and feature 2's the same with a = w2^2, b2. The loss is their importance-weighted mean.
 """
 import numpy as np
+import torch
 
 REGIMES = ("not represented", "dedicated dimension", "superposition")
-_W = np.linspace(0.3, 1.6, 27)  # candidate norms w1, w2
-_B = np.linspace(-1.2, 0.0, 61)  # candidate biases (<= 0, so an inactive feature reads 0)
-_Q = (np.arange(40) + 0.5) / 40  # midpoint rule on [0, 1]
+REPRESENTED = 0.5  # |w_i| above this counts as represented, as for trained models
+_V = (torch.arange(128, dtype=torch.float64) + 0.5) / 128
+# The search: a grid over (w1 >= 0, w2, b) first (for fixed W, feature i's error depends on b_i
+# alone, so each bias is minimised on its own and the grid does not depend on r), then a local
+# descent of the exact loss from the best grid point of every (p, r).
+_W1 = torch.linspace(0, 1.6, 33, dtype=torch.float64)  # w -> -w is the same model
+_W2 = torch.linspace(-1.6, 1.6, 65, dtype=torch.float64)
+_B = torch.linspace(-1.0, 0.7, 35, dtype=torch.float64)
+_REFINE_STEPS = 300
 
 
-def _tables():
-    """Expected squared error of feature 1's read-out, split by which features are active:
-    T1[w1, b]     only x1 active:  E (x1 - ReLU(w1^2 x1 + b))^2
-    T2[w1, w2, b] both active:     E (x1 - ReLU(w1^2 x1 - w1 w2 x2 + b))^2
-    (only x2 active or none: the read-out ReLU(-w1 w2 x2 + b) is 0 for b <= 0, so no error)."""
-    a = _W[:, None, None] ** 2
-    x1 = _Q[None, None, :]
-    t1 = ((x1 - np.maximum(a * x1 + _B[None, :, None], 0)) ** 2).mean(-1)
-    x1, x2 = _Q[:, None], _Q[None, :]
-    t2 = np.empty((len(_W), len(_W), len(_B)))
-    for i, w1 in enumerate(_W):
-        z = w1 ** 2 * x1 - w1 * _W[:, None, None, None] * x2 + _B[None, :, None, None]
-        t2[i] = ((x1 - np.maximum(z, 0)) ** 2).mean(axis=(-1, -2))
-    return t1, t2
+def _quad_span(c2, c1, c0, lo, hi):
+    """int_lo^hi (c2 t^2 + c1 t + c0) dt, elementwise."""
+    return c2 * (hi ** 3 - lo ** 3) / 3 + c1 * (hi ** 2 - lo ** 2) / 2 + c0 * (hi - lo)
 
 
-_T1, _T2 = _tables()
+def _A(a, k):
+    """int_0^1 (u - ReLU(a u + k))^2 du for a >= 0: the ReLU is on for u > -k/a."""
+    t0 = (-k / a.clamp_min(1e-12)).clamp(0, 1)
+    return t0 ** 3 / 3 + _quad_span((1 - a) ** 2, -2 * (1 - a) * k, k ** 2, t0, torch.ones_like(t0))
 
 
-def losses(p, r):
-    """Expected loss (mean over the two features) of each candidate, shape (3,)."""
-    var = p / 3 - p ** 2 / 4
-    e1 = (p * (1 - p) * _T1[:, None, :] + p ** 2 * _T2).min(-1)  # [w1, w2]
-    e2 = e1.T  # feature 2's error is feature 1's with the roles of w1 and w2 swapped
-    return np.array([r * var / 2, var / 2, ((e1 + r * e2) / 2).min()])
+def _C(c, k):
+    """int_0^1 ReLU(c v + k)^2 dv."""
+    edge = (-k / torch.where(c == 0, torch.full_like(c, 1e-12), c)).clamp(0, 1)
+    zero, one = torch.zeros_like(edge), torch.ones_like(edge)
+    lo = torch.where(c > 0, edge, zero)
+    hi = torch.where(c > 0, one, torch.where(c < 0, edge, torch.where(k > 0, one, zero)))
+    return _quad_span(c ** 2, 2 * c * k, k ** 2, lo, hi)
 
 
-def regime(p, r):
-    return REGIMES[int(np.argmin(losses(p, r)))]
+def _feature_error(p, a, c, b):
+    both = _A(a.unsqueeze(-1), c.unsqueeze(-1) * _V + b.unsqueeze(-1)).mean(-1)
+    return ((1 - p) ** 2 * torch.relu(b) ** 2 + p * (1 - p) * (_A(a, b) + _C(c, b))
+            + p ** 2 * both)
+
+
+def expected_loss(p, r, w):
+    """Exact expected loss of W = [w1, w2], b = [b1, b2]; w (..., 4), p and r broadcast."""
+    w1, w2, b1, b2 = w.unbind(-1)
+    c = w1 * w2
+    return (_feature_error(p, w1 ** 2, c, b1) + r * _feature_error(p, w2 ** 2, c, b2)) / 2
+
+
+def _grid_errors(p):
+    """Each feature's error at density p, minimised over its bias, on the (w1, w2) grid:
+    two tensors (len(_W1), len(_W2)), and the minimising biases."""
+    w1, w2, b = _W1.view(-1, 1, 1), _W2.view(1, -1, 1), _B.view(1, 1, -1)
+    c = w1 * w2
+    v = _V[::4]  # 32 points suffice to rank the grid; the descent uses all 128
+    out = []
+    for a in (w1 ** 2, w2 ** 2):
+        a = a.expand(len(_W1), len(_W2), 1)
+        both = _A(a.unsqueeze(-1), c.unsqueeze(-1) * v + b.unsqueeze(-1)).mean(-1)
+        err = ((1 - p) ** 2 * torch.relu(b) ** 2 + p * (1 - p) * (_A(a, b) + _C(c, b))
+               + p ** 2 * both)
+        best, arg = err.min(-1)
+        out.append((best, _B[arg]))
+    return out
+
+
+def optimum(densities, importances):
+    """The lowest expected loss and its parameters (w1, w2, b1, b2) for each (p, r) pair."""
+    p = np.asarray(densities, dtype=np.float64)
+    r = np.asarray(importances, dtype=np.float64)
+    start = torch.empty(len(p), 4, dtype=torch.float64)
+    for value in np.unique(p):
+        (e1, b1), (e2, b2) = _grid_errors(float(value))
+        at = np.flatnonzero(p == value)
+        loss = (e1 + torch.as_tensor(r[at]).view(-1, 1, 1) * e2) / 2
+        flat = loss.flatten(1).argmin(1)
+        i, j = flat // len(_W2), flat % len(_W2)
+        start[at] = torch.stack([_W1[i], _W2[j], b1[i, j], b2[i, j]], 1)
+    pt, rt = torch.as_tensor(p), torch.as_tensor(r)
+    w = start.clone().requires_grad_()
+    opt = torch.optim.Adam([w], lr=0.003)
+    for _ in range(_REFINE_STEPS):
+        opt.zero_grad()
+        expected_loss(pt, rt, w).sum().backward()
+        opt.step()
+    with torch.no_grad():
+        refined, grid = expected_loss(pt, rt, w), expected_loss(pt, rt, start)
+        w = torch.where((refined < grid).unsqueeze(1), w, start)  # descent never makes it worse
+        return torch.minimum(refined, grid).numpy(), w.numpy()
+
+
+def classify(W):
+    """The regime of W = [w1, w2] (m = 1), named for what it does with the extra feature 2."""
+    one, two = abs(W[0]) > REPRESENTED, abs(W[1]) > REPRESENTED
+    if one and two:
+        return "superposition"
+    return "dedicated dimension" if two else "not represented"
+
+
+def regimes(densities, importances):
+    """The predicted regime at each (density, importance) pair, with the optimum's parameters."""
+    _, w = optimum(densities, importances)
+    return [classify(v[:2]) for v in w], w
 
 
 def boundaries(densities, importances):
     """Where the predicted regime changes along the importance axis, for each density:
     a list of {density, importance, boundary} points, boundary naming the two regimes."""
+    P, R = np.meshgrid(densities, importances, indexing="ij")
+    labels = np.array(regimes(P.ravel(), R.ravel())[0]).reshape(P.shape)
     points = []
-    for p in densities:
-        labels = [regime(p, r) for r in importances]
-        for k in range(1, len(labels)):
-            if labels[k] != labels[k - 1]:
-                r = float(np.sqrt(importances[k] * importances[k - 1]))
-                points.append({"density": float(p), "importance": r,
-                               "boundary": " / ".join(sorted((labels[k - 1], labels[k])))})
+    for i, p in enumerate(densities):
+        for k in range(1, len(importances)):
+            if labels[i, k] != labels[i, k - 1]:
+                points.append({"density": float(p),
+                               "importance": float(np.sqrt(importances[k] * importances[k - 1])),
+                               "boundary": " / ".join(sorted((labels[i, k - 1], labels[i, k])))})
     return points

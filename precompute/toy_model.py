@@ -2,6 +2,10 @@
 
     h  = W x                      W: m x n, x in R^n
     x' = ReLU(W^T h + b)          (or without the ReLU: the linear variant)
+
+The hidden layer is linear, so its basis is not privileged: O W for any orthogonal O is the same
+model. The paper's "Superposition in a Privileged Basis" puts a ReLU there, h = ReLU(W x), which
+makes the neurons meaningful; `hidden_relu` selects it.
     L  = mean over batch and features of  I_i (x_i - x'_i)^2
 
 Every tensor carries a leading instance axis and is feature-major: x is (instances, n, batch),
@@ -41,26 +45,34 @@ class Workspace:
         self.Wb, self.gWb = new(instances, n, m + 1), new(instances, m + 1, n)
 
 
-def reconstruct(W, b, x, relu=True):
+def hidden(W, x, hidden_relu=False):
+    """The hidden activations h (I, m, B)."""
+    h = torch.bmm(W, x)
+    return torch.relu(h) if hidden_relu else h
+
+
+def reconstruct(W, b, x, relu=True, hidden_relu=False):
     """x' for x of shape (I, n, B), W (I, m, n), b (I, n, 1): the reference forward pass."""
-    z = torch.baddbmm(b, W.transpose(1, 2), torch.bmm(W, x))
+    z = torch.baddbmm(b, W.transpose(1, 2), hidden(W, x, hidden_relu))
     return torch.relu(z) if relu else z
 
 
-def loss(W, b, x, importance, n, relu=True):
+def loss(W, b, x, importance, n, relu=True, hidden_relu=False):
     """Per-instance loss (I,): importance-weighted squared error, mean over batch and features.
     `n` (I,) is each instance's own feature count, so zero-padded features do not dilute it."""
-    err = importance * (x - reconstruct(W, b, x, relu)) ** 2
+    err = importance * (x - reconstruct(W, b, x, relu, hidden_relu)) ** 2
     return err.sum(dim=(1, 2)) / (x.shape[2] * n)
 
 
-def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None):
+def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None,
+                  hidden_relu=False):
     """The same loss, differentiated by hand, for inputs given negated (xn = -x, which saves a
     pass in sampling), writing its gradients into dW (I, m, n) and db (I, n, 1). The arguments
     may be a slice of a family's instances (ws is then used in part).
 
     With e = x' - x, g = e [z > 0] and coef = 2 I / (B n) per feature:
-      dL/db = coef * sum_batch g,   dL/dW = (h g^T) coef  +  (W coef) g x^T.
+      dL/db = coef * sum_batch g,   dL/dW = (h g^T) coef  +  (W coef) g x^T,
+    where with a hidden ReLU the encoder term is masked where h = 0: (((W coef) g) [h > 0]) x^T.
     coef multiplies the small (m x n) factors, never the (n x batch) ones, and the whole step
     makes about 13 passes over (n x batch) entries, against about 40 for autograd.
     Returns the per-instance loss when importance and n are given (two extra passes).
@@ -69,6 +81,8 @@ def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None
     hn, z, g, Wb, gWb = ws.h[:I], ws.z[:I], ws.g[:I], ws.Wb[:I], ws.gWb[:I]
     c = coef.transpose(1, 2)  # (I, 1, n)
     torch.bmm(W, xn, out=hn[:, :m])  # -h
+    if hidden_relu:  # -ReLU(W x) = min(-W x, 0)
+        hn[:, :m].clamp_max_(0)
     Wb[:, :, :m], Wb[:, :, m:] = -W.transpose(1, 2), b
     torch.bmm(Wb, hn, out=z)  # W^T h + b
     torch.add(z, xn, out=g)  # e where the ReLU is on
@@ -81,6 +95,8 @@ def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None
     torch.bmm(hn, g.transpose(1, 2), out=gWb)  # [-h g^T ; sum_batch g]
     torch.mul(gWb[:, m:].transpose(1, 2), coef, out=db)
     torch.bmm(W * c, g, out=ws.dh[:I])
+    if hidden_relu:
+        ws.dh[:I].mul_(hn[:, :m] < 0)
     # dW = -(-h g^T coef) - (W coef) g xn^T
     torch.baddbmm(torch.mul(gWb[:, :m], c), ws.dh[:I], xn.transpose(1, 2), beta=-1, alpha=-1,
                   out=dW)

@@ -38,6 +38,7 @@ class Batch:
         self.importance = torch.from_numpy(importance).to(device)
         self.inv_p = torch.from_numpy(inv_p).to(device).view(*self.shape, n_max, 1)
         self.relu = family.activation == "relu"
+        self.hidden_relu = family.hidden_activation == "relu"
 
     def inputs(self, r, gen, out):
         """A fresh batch x (instances, n_max, batch) from one uniform draw r per seed."""
@@ -91,9 +92,10 @@ class Trainer:
             x = self.ws.x[:k].view(seeds.stop - seeds.start, -1, *self.ws.x.shape[1:])
             xn = toy_model.sample_negated_inputs(
                 self.r[seeds].unsqueeze(1), inv_p.flatten(0, 1)[sl].view_as(x[..., :1]), x)
+            scored = (bt.importance[sl], bt.n[sl]) if want_loss else (None, None)
             losses.append(toy_model.loss_and_grad(
                 self.W[sl], self.b[sl], xn.flatten(0, 1), self.coef[sl], self.ws, self.W.grad[sl],
-                self.b.grad[sl], bt.relu, *((bt.importance[sl], bt.n[sl]) if want_loss else ())))
+                self.b.grad[sl], bt.relu, *scored, hidden_relu=bt.hidden_relu))
         self.opt.step()
         return torch.cat(losses) if want_loss else None
 

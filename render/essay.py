@@ -37,6 +37,7 @@ class Essay:
     citations: list  # bibliography keys in order of first citation
     words: int
     notes: list = field(default_factory=list)
+    cited: dict = field(default_factory=dict)  # key -> how many times it is cited (backlinks)
 
 
 def scan(path, text, figure_ids, bib, facts=None):
@@ -143,9 +144,12 @@ class _Directives(Preprocessor):
         parts = []
         for key in keys:
             n, entry = c["cite_numbers"][key], c["bib"][key]
-            parts.append(f'<span class="cite"><a href="#ref-{escape(key)}" '
-                         f'aria-describedby="tip-{escape(key)}-{n}">{n}</a>'
-                         f'<span class="cite-tip" role="tooltip" id="tip-{escape(key)}-{n}">'
+            # Each use of a key gets its own ids: the preview's, and the one references link back to.
+            k = c["cited"][key] = c["cited"].get(key, 0) + 1
+            uid = f"{escape(key)}-{k}"
+            parts.append(f'<span class="cite"><a href="#ref-{escape(key)}" id="cite-{uid}" '
+                         f'aria-describedby="tip-{uid}">{n}</a>'
+                         f'<span class="cite-tip" role="tooltip" id="tip-{uid}">'
                          f'{escape(entry.text())}</span></span>')
         return "<sup class=\"cites\">[" + ", ".join(parts) + "]</sup>"
 
@@ -169,7 +173,7 @@ def render(path, text, figure_ids, bib, facts, figure_html):
         return facts[fig][key]
 
     ctx = {"path": path, "bib": bib, "numbers": numbers, "figure_html": figure_html,
-           "cite_numbers": {k: i + 1 for i, k in enumerate(cites)}, "fact": fact}
+           "cite_numbers": {k: i + 1 for i, k in enumerate(cites)}, "fact": fact, "cited": {}}
     md = markdown.Markdown(extensions=["toc", "footnotes", "tables", "attr_list", "smarty"],
                            extension_configs={"toc": {"toc_depth": "2-3", "permalink": "#",
                                                       "permalink_title": "Link to this section"},
@@ -179,4 +183,4 @@ def render(path, text, figure_ids, bib, facts, figure_html):
     md.treeprocessors.register(_ExternalLinks(md), "external_links", 0)
     html = md.convert(text)
     words = len(re.sub(r"<[^>]+>", " ", html).split())
-    return Essay(html, md.toc_tokens, figures, cites, words)
+    return Essay(html, md.toc_tokens, figures, cites, words, cited=ctx["cited"])

@@ -1,12 +1,24 @@
 """Each figure's public files under figures/<id>/: spec.vl.json, data.json, <table>.csv,
-figure.svg, figure.png, and its manifest entry. Ids and paths here are a published layout."""
+figure.svg, figure.png, the same files again under figures/<id>/v/<first 12 hex of the spec's
+sha256>/ (an address that never changes its bytes), and its manifest entry. Ids and paths here are
+a published layout."""
 import hashlib
 import json
 import re
+import shutil
 import statistics
 
 import markdown
 import vl_convert
+
+from precompute.figures import slider_labels
+from render import citation
+
+GENERATOR = "superposition-explained"
+
+
+def version_path(fig_id, sha):
+    return f"figures/{fig_id}/v/{sha[:12]}/"
 
 
 def canonical_spec(fig):
@@ -16,6 +28,9 @@ def canonical_spec(fig):
     spec = fig.chart.to_dict()
     spec["title"] = fig.title
     spec["description"] = fig.description
+    labels = slider_labels(spec)
+    if labels:  # what each index slider's positions mean, for the page to show beside it
+        spec["usermeta"] = {**spec.get("usermeta", {}), "sliderLabels": labels}
     text = json.dumps(spec, sort_keys=True, ensure_ascii=False)
     names = list(dict.fromkeys(re.findall(r"\"(view_\d+)\"", text)))
     for i, name in enumerate(names):
@@ -73,29 +88,29 @@ def export(fig, number, out_dir, meta, build):
         data.append(f"{name}.csv")
     (folder / "figure.svg").write_text(vl_convert.vegalite_to_svg(spec))
     (folder / "figure.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
-    url = f"{meta.get('site_url', '').rstrip('/')}/figures/{fig.id}/" if meta.get("site_url") \
-        else f"figures/{fig.id}/"
-    key = "superposition-fig-" + fig.id
+    vpath = version_path(fig.id, sha)
+    versioned = out_dir / vpath
+    versioned.mkdir(parents=True)
+    for name in ["spec.vl.json", "figure.svg", "figure.png", *data]:
+        shutil.copyfile(folder / name, versioned / name)
     return {
         "id": fig.id, "number": number, "title": fig.title, "description": fig.description,
         "caption_html": markdown.markdown(fig.caption)[3:-4],  # one paragraph, without <p>
-        "spec": f"figures/{fig.id}/spec.vl.json",
+        "spec": f"figures/{fig.id}/spec.vl.json", "version_path": vpath,
         "data": data, "sha256": sha, "json": script_safe(text),
+        "svg": (folder / "figure.svg").read_text(),
         "params": {"families": fig.families, **fig.params},
-        "citation": {
-            "text": f"{meta['author']} ({build['year']}). \"{fig.title}\" (Figure {number}, id "
-                    f"{fig.id}, sha256 {sha[:16]}). In {meta['title']}, version {build['version']}. "
-                    f"{url}",
-            "bibtex": (f"@misc{{{key},\n  author = {{{meta['author']}}},\n"
-                       f"  title = {{{fig.title} (Figure {number})}},\n"
-                       f"  howpublished = {{{meta['title']}, version {build['version']}}},\n"
-                       f"  year = {{{build['year']}}},\n  url = {{{url}}},\n"
-                       f"  note = {{figure id {fig.id}, sha256 {sha}}}\n}}")},
+        "versions": [{"sha256": sha, "path": vpath, "date": build["date"],
+                      "version": build["version"]}],
+        "citation": citation.figure(meta, build, fig.id, fig.title, sha, vpath),
     }
 
 
 def manifest(records):
-    return json.dumps({"figures": [
+    """`versions` lists every published version of the figure, oldest first; `generator` marks
+    a site this build made, whose versions the next build carries forward."""
+    return json.dumps({"generator": GENERATOR, "figures": [
         {"id": r["id"], "number": r["number"], "title": r["title"], "spec": r["spec"],
          "data": [f"figures/{r['id']}/{d}" for d in r["data"]], "sha256": r["sha256"],
-         "params": r["params"]} for r in records]}, indent=1, sort_keys=True)
+         "permalink": r["version_path"], "params": r["params"], "versions": r["versions"]}
+        for r in records]}, indent=1, sort_keys=True)

@@ -1,5 +1,6 @@
 """Every HTML page and asset of the site, from the jinja2 templates in site_templates/."""
 import base64
+import re
 import shutil
 from pathlib import Path
 
@@ -18,8 +19,25 @@ CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'{inline}; style-src '
 
 
 def environment():
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
-                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["svg_data_uri"] = svg_data_uri
+    env.filters["plain"] = plain
+    return env
+
+
+def plain(value):
+    """A parameter as a reader writes it: lists comma-separated, never Python's repr."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(plain(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def svg_data_uri(svg):
+    """A static figure inside the page itself, for the offline edition."""
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
 
 
 def render(env, name, **ctx):
@@ -73,9 +91,16 @@ def vega_bundle(cache_dir):
 def inline_assets(cache_dir):
     """Everything the offline edition needs inside one file."""
     font = base64.b64encode(math_font().read_bytes()).decode()
-    css = (TEMPLATES / "static" / "style.css").read_text().replace(
-        'url("latinmodern-math.otf")', f'url("data:font/otf;base64,{font}")')
     safe = lambda js: js.replace("</script", "<\\/script")
-    favicon = base64.b64encode((TEMPLATES / "static" / "favicon.svg").read_bytes()).decode()
-    return {"css": Markup(css), "runtime": safe(vega_bundle(cache_dir)), "favicon": favicon,
+    return {**inline_style(f"data:font/otf;base64,{font}"), "runtime": safe(vega_bundle(cache_dir)),
             "js": safe((TEMPLATES / "static" / "site.js").read_text())}
+
+
+def inline_style(font_url=None):
+    """The stylesheet and icon inside the page; without a math font (and no scripts) for pages,
+    like 404.html, that GitHub Pages serves at any depth and that therefore cannot link assets."""
+    css = (TEMPLATES / "static" / "style.css").read_text()
+    css = css.replace('url("latinmodern-math.otf")', f'url("{font_url}")') if font_url else \
+        re.sub(r"@font-face \{[^}]*\}\n", "", css)
+    favicon = base64.b64encode((TEMPLATES / "static" / "favicon.svg").read_bytes()).decode()
+    return {"css": Markup(css), "favicon": favicon, "runtime": "", "js": ""}

@@ -13,7 +13,7 @@ from precompute import figures
 pytestmark = pytest.mark.browser
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]
-BOUND = {"lab-correlations": ["s_index"], "lab-interference": ["angle", "bias"],
+BOUND = {"lab-correlations": ["d_index"], "lab-interference": ["angle", "bias"],
          "lab-packing": ["n_features", "s_index"], "superposition-panel": ["s_index"],
          "sae-recovery": ["target_S", "dict", "lam"]}
 MARKS = "svg .mark-rect path, svg .mark-symbol path, svg .mark-line path, svg .mark-rule line, " \
@@ -154,4 +154,170 @@ def test_citation_preview_on_keyboard_focus(browser, site):
     assert not tip.is_visible()
     link.focus()
     assert tip.is_visible() and "Zoom In" in tip.inner_text()  # the essay's first citation
+    page.close()
+
+
+PHONE = {"width": 375, "height": 740}
+OVERFLOW = """() => {
+    const w = window.innerWidth, bad = [];
+    document.querySelectorAll('.chart[data-figure]').forEach(c => {
+        const r = c.getBoundingClientRect(), svg = c.querySelector('svg').getBoundingClientRect();
+        if (c.scrollWidth > c.clientWidth || r.right > w || svg.right > r.right + 1 || svg.left < r.left - 1)
+            bad.push([c.dataset.figure, c.scrollWidth, c.clientWidth, svg.width]);
+    });
+    return bad;
+}"""
+
+
+@pytest.mark.parametrize("path", ["index.html", *[f"figures/{f}/index.html" for f in figures.ids()]])
+def test_phone_charts_fit_the_column_and_controls_are_touch_sized(browser, site, path):
+    page = browser.new_page()
+    page.set_viewport_size(PHONE)
+    page.goto((site / path).as_uri())
+    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    assert page.evaluate(OVERFLOW) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    small = page.eval_on_selector_all(
+        ".vega-bind input, .vega-bind select",
+        "els => els.map(e => [e.name || e.type, e.getBoundingClientRect().height])"
+        ".filter(([n, h]) => h < 24)")
+    assert small == []
+    page.close()
+
+
+@pytest.mark.parametrize("width", [PHONE["width"], 1280])
+def test_citation_previews_stay_on_screen_and_link_back(browser, site, width):
+    page = browser.new_page()
+    page.set_viewport_size({"width": width, "height": 740})
+    page.goto((site / "index.html").as_uri())
+    links = page.locator(".cite > a")
+    ids = page.eval_on_selector_all(".cite > a", "as => as.map(a => a.id)")
+    assert len(ids) == len(set(ids)) == links.count() > 0
+    for i in range(links.count()):
+        links.nth(i).focus()
+        tip = page.locator(".cite-tip").nth(i)
+        box = tip.bounding_box()
+        assert tip.is_visible() and box["x"] >= 0 and box["x"] + box["width"] <= width, (i, box)
+    # Every citation is reachable back from its reference.
+    back = set(page.eval_on_selector_all(".backlinks a", "as => as.map(a => a.hash.slice(1))"))
+    assert back == set(ids)
+    page.close()
+
+
+def test_offline_edition_alone_with_the_network_blocked_draws_and_prints(browser, site, tmp_path):
+    """Copied alone into an empty folder and opened from file:// with every non-file request
+    aborted: nothing fails, every chart draws, and the PDF carries every static figure."""
+    lone = tmp_path / "superposition-offline.html"
+    shutil.copyfile(site / "superposition-offline.html", lone)
+    page = browser.new_page()
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+               else route.abort())
+    page.goto(lone.as_uri())
+    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    charts = page.eval_on_selector_all(".chart[data-figure]", f"els => els.map(e => e.querySelectorAll({MARKS!r}).length)")
+    assert len(charts) == len(figures.ids()) and min(charts) > 10
+    page.emulate_media(media="print")
+    # In print, every figure is its inlined static image, decoded and laid out at full size.
+    images = page.eval_on_selector_all(
+        ".figure img.static", "is => is.map(i => [i.src.slice(0, 5), i.complete && i.naturalWidth > 0,"
+                              " getComputedStyle(i).display, i.getBoundingClientRect().width > 200])")
+    assert images == [["data:", True, "block", True]] * len(figures.ids())
+    pdf = page.pdf()
+    # The figures are in the PDF: printing without them gives a much smaller file.
+    page.evaluate("document.querySelectorAll('.figure img.static').forEach(i => i.remove())")
+    bare = page.pdf()
+    assert failed == [] and pdf.startswith(b"%PDF") and len(pdf) - len(bare) > 8 * 10_000, \
+        (len(pdf), len(bare))
+    page.close()
+
+
+def test_printed_with_a_dark_preference_the_bibtex_reads(browser, site):
+    page = Page(browser, (site / "index.html").as_uri(), color_scheme="dark", media="print")
+    fg, bg = page.page.eval_on_selector(
+        "pre.bibtex", "e => [getComputedStyle(e.querySelector('code')).color, getComputedStyle(e).backgroundColor]")
+    assert fg == "rgb(0, 0, 0)" and bg == "rgb(255, 255, 255)"
+    page.close()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_violations(browser, site, scheme):
+    from axe_playwright_python.sync_playwright import Axe
+    for path in ["index.html", "figures/index.html", "figures/lab-packing/index.html", "404.html"]:
+        page = browser.new_page()
+        page.emulate_media(color_scheme=scheme)
+        page.goto((site / path).as_uri())
+        if path != "404.html" and path != "figures/index.html":
+            page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+        results = Axe().run(page)
+        assert results.violations_count == 0, (path, scheme, results.generate_report()[:3000])
+        page.close()
+
+
+CONTRAST = """() => {
+    const rgb = c => (/rgba?\\(([\\d.]+),\\s*([\\d.]+),\\s*([\\d.]+)/.exec(c) || []).slice(1).map(Number);
+    const lum = c => { const v = c.map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                       return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+    const ratio = (a, b) => (Math.max(lum(a), lum(b)) + 0.05) / (Math.min(lum(a), lum(b)) + 0.05);
+    const page = rgb(getComputedStyle(document.documentElement).backgroundColor), low = [];
+    let count = 0;
+    document.querySelectorAll('.chart[data-figure]').forEach(chart => {
+        const bg = chart._view.background(), probe = document.createElement('i');
+        probe.style.color = bg || 'transparent';
+        document.body.appendChild(probe);
+        const back = bg && bg !== 'transparent' ? rgb(getComputedStyle(probe).color) : page;
+        probe.remove();
+        chart.querySelectorAll('svg text').forEach(t => {
+            if (!t.textContent.trim() || getComputedStyle(t).fillOpacity === '0') return;
+            count++;
+            const r = ratio(rgb(getComputedStyle(t).fill), back);
+            if (r < 4.5) low.push([chart.dataset.figure, t.textContent, getComputedStyle(t).fill, r.toFixed(2)]);
+        });
+    });
+    return {count, low};
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_chart_text_reaches_4_5_to_1(browser, site, scheme):
+    page = Page(browser, (site / "index.html").as_uri(), color_scheme=scheme)
+    result = page.page.evaluate(CONTRAST)
+    assert result["count"] > 100 and result["low"] == [], result["low"][:20]
+    sliders = page.page.locator(".vega-bind input[type=range]")
+    for i in range(sliders.count()):  # text redrawn by a control is kept readable too
+        sliders.nth(i).focus()
+        page.page.keyboard.press("ArrowLeft")
+    page.page.wait_for_timeout(300)
+    assert page.page.evaluate(CONTRAST)["low"] == []
+    page.close()
+
+
+def test_sparsity_sliders_show_the_sparsity_they_select(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    sliders = page.page.locator(".vega-bind input[name=s_index]")
+    assert sliders.count() >= 3
+    for i in range(sliders.count()):
+        slider = sliders.nth(i)
+        value = slider.locator("xpath=following-sibling::span[1]")
+        before = value.inner_text()
+        slider.focus()
+        page.page.keyboard.press("ArrowLeft")
+        after = value.inner_text()
+        assert before.startswith("S = ") and after.startswith("S = ") and before != after
+        assert slider.get_attribute("aria-valuetext") == after
+    page.close()
+
+
+def test_a_tap_on_a_citation_shows_its_preview_before_following_it(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    tap = """a => a.dispatchEvent(new PointerEvent('click', {pointerType: 'touch', bubbles: true,
+                                                          cancelable: true}))"""
+    link = page.page.locator(".cite > a").nth(2)
+    tip = page.page.locator(".cite-tip").nth(2)
+    page.page.evaluate("document.activeElement.blur()")
+    link.evaluate(tap)
+    assert tip.is_visible() and page.page.evaluate("location.hash") == ""
+    link.evaluate(tap)  # a second tap follows the link to the reference
+    assert page.page.evaluate("location.hash").startswith("#ref-")
     page.close()

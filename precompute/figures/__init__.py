@@ -28,10 +28,40 @@ def sparsity_label(s):
     return f"{s:.3g}"
 
 
+# Slider labels by (param name, binding title, length): the page shows "S = 0.9" beside the
+# slider, not the grid index it sets (see slider_labels and the spec's usermeta).
+_SLIDER_LABELS = {}
+
+
 def index_slider(name, labels, title):
-    """A slider over grid-point indices; the chart shows the value it stands for."""
+    """A slider over grid-point indices; the chart and the slider show the value it stands for."""
+    fmt = "S = {}" if "sparsity" in title else "{}"
+    text = [fmt.format(sparsity_label(v) if isinstance(v, float) else v) for v in labels]
+    key = (name, title, len(labels))
+    if _SLIDER_LABELS.setdefault(key, text) != text:
+        raise ValueError(f"two sliders {key} with different values: give them different names")
     return alt.param(name=name, value=len(labels) // 2,
                      bind=alt.binding_range(min=0, max=len(labels) - 1, step=1, name=title))
+
+
+def slider_labels(spec):
+    """{param name: [label per index]} for the index sliders anywhere in a Vega-Lite spec."""
+    found = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            bind = node.get("bind")
+            if isinstance(bind, dict) and bind.get("input") == "range" and "name" in node:
+                key = (node["name"], bind.get("name"), int(bind.get("max", -1)) + 1)
+                if key in _SLIDER_LABELS and bind.get("min") == 0:
+                    found[node["name"]] = _SLIDER_LABELS[key]
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(spec)
+    return found
 
 
 def arrows_from_origin(base, color, label, scale, width=2.5, titles=(None, None)):

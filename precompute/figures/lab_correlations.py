@@ -1,104 +1,175 @@
-"""Lab 3.1: neuron-feature Pearson correlations of the n=20, m=5 models as sparsity grows, and how
-many features each neuron mixes (participation ratio) beside how many the model represents."""
-import altair as alt
-import pandas as pd
+"""Lab 3.1: which features each neuron carries, in the paper's privileged-basis model
+(h = ReLU(W x), n=10, m=5, I_i = 0.75^i), as feature density falls; beside it the basic model,
+whose linear hidden layer has no privileged basis: a random rotation of it loses nothing.
 
-from precompute import metrics
-from precompute.figures import PALETTE, Figure, index_slider, sparsity_label
+A neuron is monosemantic when one feature holds at least MONOSEMANTIC of its squared weights
+(the paper's neuron-level reading of W in "Superposition in a Privileged Basis")."""
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+
+from precompute import metrics, toy_model
+from precompute.figures import PALETTE, Figure
 from precompute.metrics import REPRESENTED
 from precompute.models import lowest_loss
+from precompute.train import family_seed
 
 ID = "lab-correlations"
-FAMILY = "superposition"
-FAMILIES = [FAMILY]
+FAMILY = "privileged"
+BASIC = "superposition"
+FAMILIES = [FAMILY, BASIC]
+MONOSEMANTIC = 0.9
+ROTATION_SPARSITY = 0.9  # the basic model rotated for the contrast
+ROTATION_SAMPLES = 1 << 16
+
+
+def neuron_shares(W):
+    """Per neuron (rows of W, m x n): the top feature's share of its squared weights, and how
+    many features it spreads over (participation ratio of its squared weights)."""
+    w2 = np.asarray(W, dtype=np.float64) ** 2
+    total = w2.sum(axis=1)
+    live = total > 1e-12
+    top = np.where(live, w2.max(axis=1) / np.where(live, total, 1.0), 0.0)
+    pr = np.where(live, total ** 2 / np.where(live, (w2 ** 2).sum(axis=1), 1.0), 0.0)
+    return top, pr
+
+
+def monosemantic_count(W):
+    top, _ = neuron_shares(W)
+    return int((top >= MONOSEMANTIC).sum())
+
+
+def rotation_contrast(tr):
+    """Loss of the basic model's best seed at ROTATION_SPARSITY before and after a random
+    orthogonal rotation O of its hidden space, on the same inputs, and its neurons' mean
+    participation ratio both ways: the loss cannot tell the two apart, the neurons can."""
+    fam = tr.family
+    k = next(k for k in lowest_loss(tr) if fam.instances[k].sparsity == ROTATION_SPARSITY)
+    inst = fam.instances[k]
+    W, b, _ = tr.model(k)
+    gen = torch.Generator().manual_seed(family_seed(ID, "rotation"))
+    O, _ = torch.linalg.qr(torch.randn(fam.m, fam.m, generator=gen, dtype=torch.float64))
+    W = torch.from_numpy(W).double()
+    Ws = torch.stack([W, O @ W])
+    r = torch.rand(1, inst.n, ROTATION_SAMPLES, generator=gen, dtype=torch.float64)
+    x = toy_model.sample_inputs(r, torch.tensor(1 / (1 - inst.sparsity), dtype=torch.float64))
+    x = x.expand(2, -1, -1)
+    bb = torch.from_numpy(b).double().view(1, -1, 1).expand(2, -1, -1)
+    importance = torch.tensor(inst.importance, dtype=torch.float64).view(1, -1, 1)
+    losses = toy_model.loss(Ws, bb, x, importance, torch.full((2,), float(inst.n),
+                                                              dtype=torch.float64))
+    prs = [float(neuron_shares(w.numpy())[1].mean()) for w in Ws]
+    return inst.sparsity, [float(v) for v in losses], prs
 
 
 def build(trained):
     tr = trained[FAMILY]
     fam = tr.family
-    best = lowest_loss(tr)
-    heat, summary = [], []
-    for idx, k in enumerate(best):
+    weights, summary = [], []
+    for idx, k in enumerate(lowest_loss(tr)):
         inst = fam.instances[k]
         W, _, corr = tr.model(k)
-        geo = metrics.geometry(W)
-        pr = metrics.participation_ratio(corr)
-        label = sparsity_label(inst.sparsity)
+        top, pr = neuron_shares(W)
+        density = round(1.0 - inst.sparsity, 6)
+        label = f"1 − S = {density:g}"
         for j in range(fam.m):
             for i in range(inst.n):
-                heat.append({"s_index": idx, "sparsity": label, "neuron": j + 1, "feature": i + 1,
-                             "r": round(float(corr[j, i]), 4)})
-        summary.append({"s_index": idx, "sparsity": label, "S": inst.sparsity,
+                weights.append({"d_index": idx, "density": density, "label": label,
+                                "neuron": j + 1, "feature": i + 1,
+                                "weight": round(float(W[j, i]), 4),
+                                "r": round(float(corr[j, i]), 4)})
+        mono = int((top >= MONOSEMANTIC).sum())
+        summary.append({"d_index": idx, "density": density, "label": label,
+                        "monosemantic": mono, "polysemantic": fam.m - mono,
                         "features_per_neuron": round(float(pr.mean()), 4),
-                        "represented_per_neuron": int((geo["norm"] > REPRESENTED).sum()) / fam.m,
+                        "represented": int((np.linalg.norm(W, axis=0) > REPRESENTED).sum()),
                         "seed": inst.seed, "final_loss": float(tr.arrays["final_loss"][k])})
-    heat, summary = pd.DataFrame(heat), pd.DataFrame(summary)
+    weights, summary = pd.DataFrame(weights), pd.DataFrame(summary)
 
-    # Where superposition begins: the first sparsity whose best model represents more features
-    # than it has neurons. (Participation ratio is basis-dependent; this count is not.)
-    over = summary[summary.represented_per_neuron > 1]
-    onset = over.iloc[0] if len(over) else None
-    before = summary.iloc[int(onset.s_index) - 1] if onset is not None and onset.s_index > 0 else None
-    dense, sparse = summary.iloc[0], summary.iloc[-1]
+    at = lambda d: summary[np.isclose(summary.density, d)].iloc[0]
+    # Dense seeds that mix features in some neuron while their loss is within 2% of the best.
+    dense = [k for k in range(len(fam.instances)) if fam.instances[k].sparsity == 0.0]
+    losses = tr.arrays["final_loss"][dense]
+    excess = losses / losses.min() - 1
+    mixed = [e for k, e in zip(dense, excess) if monosemantic_count(tr.model(k)[0]) < fam.m
+             and e < 0.02]
+    all_poly = summary[summary.polysemantic == fam.m]
+    s_rot, (loss, loss_rot), (pr_basic, pr_rot) = rotation_contrast(trained[BASIC])
     facts = {
-        "onset_sparsity": onset.sparsity if onset is not None else "never",
-        "onset_before": before.sparsity if before is not None else "0",
-        "dense_features_per_neuron": f"{dense.features_per_neuron:.1f}",
-        "sparse_features_per_neuron": f"{sparse.features_per_neuron:.1f}",
-        "sparsest": sparse.sparsity,
-        "sparse_represented": int(round(sparse.represented_per_neuron * fam.m)),
+        "dense_monosemantic": int(at(1.0).monosemantic),
+        "dense_mixed_seeds": len(mixed),
+        "dense_mixed_excess": f"{100 * max(mixed, default=0):.1f}%",
+        "half_monosemantic": int(at(0.5).monosemantic),
+        "sparsest_density": f"{summary.density.min():g}",
+        "sparse_polysemantic": int(summary.iloc[-1].polysemantic),
+        "all_polysemantic_from": f"{all_poly.density.max():g}" if len(all_poly) else "never",
+        "sparse_represented": int(summary.iloc[-1].represented),
+        "seeds": fam.seeds,
+        "rotation_sparsity": f"{s_rot:g}",
+        "rotation_loss": f"{loss:.6f}",
+        "rotated_loss": f"{loss_rot:.6f}",
+        "basic_features_per_neuron": f"{pr_basic:.1f}",
+        "rotated_features_per_neuron": f"{pr_rot:.1f}",
     }
 
-    s = index_slider("s_index", list(summary.sparsity), "sparsity step")
-    base = alt.Chart(heat).transform_filter(alt.datum.s_index == s)
-    heatmap = base.mark_rect().encode(
-        x=alt.X("feature:O", title="feature i (importance 0.7^i, most important first)"),
+    labels = list(summary.label)
+    d = alt.param(name="d_index", value=int(at(0.5).d_index), bind=alt.binding_range(
+        min=0, max=len(labels) - 1, step=1, name="feature density step "))
+    base = alt.Chart(weights).transform_filter(alt.datum.d_index == d)
+    heat = lambda field, title, legend: base.mark_rect().encode(
+        x=alt.X("feature:O", title="feature i (importance 0.75^i, most important first)"),
         y=alt.Y("neuron:O", title="neuron"),
-        color=alt.Color("r:Q", title="Pearson r", scale=alt.Scale(scheme="blueorange",
-                                                                  domain=[-1, 1])),
-        tooltip=["neuron:O", "feature:O", "r:Q", "sparsity:N"],
-    ).properties(width=380, height=130)
-    label = base.transform_filter(alt.datum.neuron == 1).transform_filter(
-        alt.datum.feature == 1).mark_text(align="left", dx=-190, dy=-80, fontSize=13).encode(
-        text=alt.Text("label:N")).transform_calculate(
-        label="'sparsity S = ' + datum.sparsity")
-    long = summary.melt(id_vars=["s_index", "sparsity"],
-                        value_vars=["features_per_neuron", "represented_per_neuron"],
-                        var_name="measure", value_name="value")
-    long["measure"] = long.measure.map({
-        "features_per_neuron": "features each neuron mixes (participation ratio)",
-        "represented_per_neuron": "features represented per neuron (||W_i|| > 0.5, / m)"})
-    x = alt.X("sparsity:O", title="sparsity S", scale=alt.Scale(domain=list(summary.sparsity)))
-    lines = alt.Chart(long).mark_line(point=True).encode(
-        x=x, y=alt.Y("value:Q", title="features per neuron"),
-        color=alt.Color("measure:N", scale=alt.Scale(range=PALETTE[:2]),
-                        legend=alt.Legend(orient="bottom", direction="vertical", title=None,
-                                          labelLimit=0)),
-        tooltip=["sparsity:N", "measure:N", "value:Q"])
-    cursor = alt.Chart(summary).transform_filter(alt.datum.s_index == s).mark_rule(
+        color=alt.Color(f"{field}:Q", title=legend, scale=alt.Scale(scheme="blueorange",
+                                                                     domain=[-1.5, 1.5]
+                                                                     if field == "weight"
+                                                                     else [-1, 1])),
+        tooltip=["label:N", "neuron:O", "feature:O", "weight:Q", "r:Q"],
+    ).properties(width=300, height=130, title=title)
+    readout = base.transform_filter("datum.neuron == 1 && datum.feature == 1").mark_text(
+        align="left", x=0, y=-8, fontSize=13, fontWeight="bold").encode(text="label:N")
+    x = alt.X("density:Q", title="feature density 1 − S (sparser to the right)",
+              scale=alt.Scale(type="log", reverse=True, nice=False))
+    counts = summary.melt(id_vars=["d_index", "density", "label"],
+                          value_vars=["monosemantic", "polysemantic"], var_name="neurons",
+                          value_name="count")
+    lines = alt.Chart(counts).mark_line(point=True).encode(
+        x=x, y=alt.Y("count:Q", title="neurons (of 5)", scale=alt.Scale(domain=[0, fam.m])),
+        color=alt.Color("neurons:N", scale=alt.Scale(domain=["monosemantic", "polysemantic"],
+                                                     range=[PALETTE[0], PALETTE[5]]),
+                        legend=alt.Legend(orient="bottom", title=None)),
+        tooltip=["label:N", "neurons:N", "count:Q"])
+    cursor = alt.Chart(summary).transform_filter(alt.datum.d_index == d).mark_rule(
         color="gray", strokeDash=[4, 3]).encode(x=x)
-    marks = [lines, cursor]
-    if onset is not None:
-        marks.append(alt.Chart(pd.DataFrame([{"sparsity": onset.sparsity,
-                                              "text": f"superposition from S = {onset.sparsity}"}]))
-                     .mark_text(align="left", dx=4, dy=-60, fontSize=11)
-                     .encode(x=x, text="text:N"))
-        marks.append(alt.Chart(pd.DataFrame([{"sparsity": onset.sparsity}])).mark_rule(
-            color=PALETTE[5]).encode(x=x))
-    trend = alt.layer(*marks).properties(width=380, height=200)
-    chart = alt.vconcat(alt.layer(heatmap, label), trend).add_params(s)
+    trend = alt.layer(lines, cursor).properties(width=300, height=170,
+                                                title="monosemantic neurons as density falls")
+    chart = alt.vconcat(alt.layer(heat("weight", "weights W (neuron × feature)", "weight"),
+                                  readout),
+                        heat("r", "correlation of each neuron with each feature", "Pearson r"),
+                        trend).add_params(d)
 
-    caption = (f"Pearson correlation between each of the m = 5 hidden neurons and each of the "
-               f"n = 20 input features, measured on fresh inputs for the lowest-loss of "
-               f"{fam.seeds} trained models at every sparsity. Drag the slider to move through "
-               f"sparsity. Below: each neuron mixes about {facts['dense_features_per_neuron']} "
-               f"features even when inputs are dense, rising to about "
-               f"{facts['sparse_features_per_neuron']} at S = {facts['sparsest']}; the model "
-               f"first represents more features than it has neurons at S = "
-               f"{facts['onset_sparsity']}.")
-    description = (f"Heatmap of correlations between 5 neurons and 20 features with a sparsity "
-                   f"slider, above a line chart of features per neuron against sparsity. "
-                   f"Superposition begins at sparsity {facts['onset_sparsity']}.")
-    return Figure(ID, "Lab 3.1 — Neuron-feature correlations as sparsity grows", caption,
-                  description, chart, {"correlations": heat, "summary": summary}, FAMILIES,
-                  {"selection": "lowest final loss of the seeds at each sparsity"}, facts)
+    caption = (
+        f"The paper's model with a ReLU on its hidden layer (n = 10 features, m = 5 neurons, "
+        f"importance 0.75^i), best of {fam.seeds} trained seeds at each feature density. "
+        f"Drag the slider to move through density. Top: each neuron's weights and its "
+        f"correlation with each feature on fresh inputs. Bottom: a neuron counts as "
+        f"monosemantic when one feature holds at least {MONOSEMANTIC:.0%} of its squared "
+        f"weights. At 1 − S = 0.5 {facts['half_monosemantic']} of 5 neurons are monosemantic; "
+        f"at 1 − S = {facts['sparsest_density']} {facts['sparse_polysemantic']} are "
+        f"polysemantic. For contrast, the basic model (linear hidden layer, n = 20, m = 5, "
+        f"S = {facts['rotation_sparsity']}) has loss {facts['rotation_loss']}, and "
+        f"{facts['rotated_loss']} after a random rotation of its hidden space, while its "
+        f"neurons go from about {facts['basic_features_per_neuron']} to "
+        f"{facts['rotated_features_per_neuron']} features each: there, which neuron carries "
+        f"which feature is arbitrary.")
+    description = (f"Two heatmaps of a 5-neuron by 10-feature model with a feature-density "
+                   f"slider, above a line chart of monosemantic and polysemantic neuron counts "
+                   f"against density: {facts['half_monosemantic']} monosemantic neurons at "
+                   f"density 0.5, {facts['sparse_polysemantic']} polysemantic at density "
+                   f"{facts['sparsest_density']}.")
+    return Figure(ID, "Lab 3.1 — Neurons in a privileged basis as features get sparser", caption,
+                  description, chart, {"weights": weights, "summary": summary}, FAMILIES,
+                  {"selection": "lowest paired-evaluation loss of the seeds at each density",
+                   "monosemantic_threshold": MONOSEMANTIC,
+                   "rotation": f"basic model at S = {s_rot:g}, one random orthogonal matrix"},
+                  facts)

@@ -18,8 +18,10 @@ BIASES = np.round(np.arange(-1.0, 0.501, 0.05), 2)
 
 
 def trained_angles(tr, min_sparsity=0.9):
-    """Angles between every pair of represented features, in the best sparse m=2 models."""
-    rows = []
+    """Angles between every pair of represented features, in the best sparse m=2 models, and per
+    model how evenly its k features are spread: the smallest gap between neighbours around the
+    circle as a fraction of 360/k."""
+    rows, spacing = [], []
     for k in lowest_loss(tr):
         inst = tr.family.instances[k]
         if inst.sparsity < min_sparsity or inst.n < 3:
@@ -27,11 +29,15 @@ def trained_angles(tr, min_sparsity=0.9):
         W, b, _ = tr.model(k)
         live = np.flatnonzero(metrics.geometry(W)["norm"] > REPRESENTED)
         unit = W[:, live] / np.linalg.norm(W[:, live], axis=0)
+        if len(live) >= 3:
+            around = np.sort(np.degrees(np.arctan2(unit[1], unit[0])) % 360)
+            gaps = np.diff(np.append(around, around[0] + 360))
+            spacing.append(gaps.min() / (360 / len(live)))
         for a in range(len(live)):
             for c in range(a + 1, len(live)):
                 angle = np.degrees(np.arccos(np.clip(unit[:, a] @ unit[:, c], -1, 1)))
                 rows.append({"n": inst.n, "sparsity": inst.sparsity, "angle": round(float(angle), 2)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), np.array(spacing)
 
 
 def build(trained):
@@ -40,12 +46,13 @@ def build(trained):
                           "before ReLU": round(float(np.cos(np.radians(a)) + b), 4),
                           "after ReLU": round(float(max(0.0, np.cos(np.radians(a)) + b)), 4)}
                          for a in ANGLES for b in BIASES])
-    pairs = trained_angles(tr)
+    pairs, spacing = trained_angles(tr)
     biases = np.concatenate([tr.model(k)[1] for k in lowest_loss(tr)
                              if tr.family.instances[k].sparsity >= 0.9])
     near = pairs[pairs.angle < 90]
     facts = {"pairs": len(pairs), "acute_share": f"{100 * len(near) / max(len(pairs), 1):.0f}%",
-             "median_bias": f"{np.median(biases):.2f}"}
+             "median_bias": f"{np.median(biases):.2f}",
+             "models": len(spacing), "even_spacing": f"{100 * np.median(spacing):.0f}%"}
 
     angle = alt.param(name="angle", value=60,
                       bind=alt.binding_range(min=0, max=180, step=3, name="angle (degrees)"))
@@ -88,12 +95,15 @@ def build(trained):
                         ).add_params(angle, bias)
 
     caption = (f"Feature A is active (x_A = 1) and B is not. B's read-out is W_B·W_A x_A + b = "
-               f"cos θ + b: positive interference below 90 degrees, which a negative bias and the "
-               f"ReLU can cut to zero; beyond 90 degrees the ReLU removes it outright. Move the "
-               f"sliders for the angle and the bias. Below: the {facts['pairs']} angles between "
-               f"represented features in our trained sparse two-dimensional models; "
-               f"{facts['acute_share']} are acute, and those models' median bias is "
-               f"{facts['median_bias']}.")
+               f"cos θ + b: beyond 90 degrees the ReLU removes the leak outright, and below 90 a "
+               f"negative bias can cut a small one to zero. Both tricks need B to be silent; "
+               f"when A and B are active together nothing hides the leak. Move the sliders for "
+               f"the angle and the bias. Below: the {facts['pairs']} angles between represented "
+               f"features in our trained sparse two-dimensional models. No more than three "
+               f"directions in a plane can be pairwise obtuse, so {facts['acute_share']} of the "
+               f"pairs are acute; instead the models spread their features evenly (the closest "
+               f"neighbours sit at a median {facts['even_spacing']} of 360°/k apart), with a "
+               f"median bias of {facts['median_bias']}.")
     description = ("Two arrows at an adjustable angle, a chart of interference before and after "
                    "the ReLU against angle for an adjustable bias, and a histogram of angles "
                    "between features in trained models.")

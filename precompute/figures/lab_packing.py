@@ -75,10 +75,10 @@ def build(trained):
                f"lowest-loss of {fam.seeds} seeds is shown). Dense inputs leave room for only two "
                f"features; sparse ones let the model fit more by spacing them around the circle. "
                f"With n = 5 all five features are represented from S = "
-               f"{facts['pentagon_sparsity']}, as a regular pentagon. The grid on the right counts "
-               f"represented features for every (n, S) pair.")
+               f"{facts['pentagon_sparsity']}, as a regular pentagon. The second panel, a grid, "
+               f"counts represented features for every (n, S) pair.")
     description = ("Arrows in the plane for each feature of a two-dimensional toy model, with "
-                   "sliders for the number of features and the sparsity, beside a grid of how "
+                   "sliders for the number of features and the sparsity, and a grid of how "
                    "many features are represented for every setting.")
     return Figure(ID, "Lab 3.3 — Packing features into two dimensions", caption, description,
                   chart, {"arrows": arrows, "models": cells}, FAMILIES,

@@ -35,11 +35,19 @@ def build(trained):
     lin = trained[LINEAR]
     lin_rep = sorted({int((metrics.geometry(lin.model(k)[0])["norm"] > REPRESENTED).sum())
                       for k in lowest_loss(lin)})
-    relu_rep = bars[bars.norm > REPRESENTED].groupby("s_index").size()
-    facts = {"linear_represented": " or ".join(map(str, lin_rep)),
+    relu_rep = bars[bars.norm > REPRESENTED].groupby("s_index").size().reindex(
+        range(len(bars.s_index.unique())), fill_value=0)
+    # Where superposition begins: the first sparsity whose best model represents more features
+    # than it has dimensions (a count that does not depend on the hidden basis).
+    labels = list(dict.fromkeys(bars.sparsity))
+    over = [i for i, c in enumerate(relu_rep) if c > fam.m]
+    facts = {"onset_sparsity": labels[over[0]] if over else "never",
+             "onset_before": labels[over[0] - 1] if over and over[0] > 0 else "none",
+             "linear_represented": " or ".join(map(str, lin_rep)),
              "relu_dense_represented": int(relu_rep.iloc[0]),
              "relu_sparse_represented": int(relu_rep.iloc[-1]),
-             "sparsest": bars.sparsity.iloc[-1]}
+             "sparsest": bars.sparsity.iloc[-1], "seeds": fam.seeds,
+             "eval_samples": f"{int(tr.arrays['eval_samples']):,}"}
 
     s = index_slider("s_index", list(bars.sparsity.unique()), "sparsity step")
     heat = alt.Chart(gram).transform_filter(alt.datum.s_index == s).mark_rect().encode(

@@ -4,16 +4,123 @@
   "use strict";
   var dark = window.matchMedia("(prefers-color-scheme: dark)");
 
-  function render(el) {
-    var id = el.getAttribute("data-figure");
-    var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
-    el.setAttribute("data-rendered", "pending");
+  // Side-by-side panels stack when the column is narrower than they are (a phone); whatever is
+  // still too wide is scaled to the column by the stylesheet (the SVG keeps its viewBox).
+  function stacked(spec) {
+    if (Array.isArray(spec)) return spec.map(stacked);
+    if (!spec || typeof spec !== "object") return spec;
+    var out = {};
+    Object.keys(spec).forEach(function (k) {
+      out[k === "hconcat" ? "vconcat" : k] = k === "data" || k === "datasets" ? spec[k] : stacked(spec[k]);
+    });
+    return out;
+  }
+
+  function hasHconcat(spec) {
+    return JSON.stringify(spec).indexOf('"hconcat"') >= 0;
+  }
+
+  function embed(el, spec) {
+    // One accessible label per chart (the figure's, on its container), none per mark.
+    spec.config = Object.assign({}, spec.config, {aria: false});
     return window.vegaEmbed(el, spec, {
       renderer: "svg", actions: false, defaultStyle: false,
       theme: dark.matches ? "dark" : undefined
+    });
+  }
+
+  // Chart text must read at 4.5:1 or better against the chart's background in either theme.
+  // Figures pick their colours for marks; text drawn in a colour too faint for the theme is
+  // darkened (light) or lightened (dark) towards the text colour until it reaches that ratio.
+  function rgb(color) {
+    var m = /rgba?\(([\d.]+),\s*([\d.]+),\s*([\d.]+)/.exec(color || "");
+    return m ? [+m[1], +m[2], +m[3]] : null;
+  }
+
+  function luminance(c) {
+    var v = c.map(function (x) { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+    return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2];
+  }
+
+  function contrast(a, b) {
+    var la = luminance(a), lb = luminance(b);
+    return (Math.max(la, lb) + 0.05) / (Math.min(la, lb) + 0.05);
+  }
+
+  function readable(el, background) {
+    var toward = luminance(background) > 0.4 ? [0, 0, 0] : [255, 255, 255];
+    el.querySelectorAll("svg text").forEach(function (t) {
+      t.style.fill = "";
+      var base = rgb(getComputedStyle(t).fill), fg = base;
+      if (!base) return;
+      for (var k = 0.1; contrast(fg, background) < 4.6 && k < 1.05; k += 0.1) {
+        fg = base.map(function (x, i) { return Math.round(x + (toward[i] - x) * k); });
+      }
+      if (fg !== base) t.style.fill = "rgb(" + fg.join(",") + ")";
+    });
+  }
+
+  function backgroundOf(view) {
+    var bg = view.background();
+    if (!bg || bg === "transparent") return rgb(getComputedStyle(document.documentElement).backgroundColor);
+    var probe = document.createElement("i");  // resolves a named or hex colour to rgb()
+    probe.style.color = bg;
+    document.body.appendChild(probe);
+    var color = rgb(getComputedStyle(probe).color);
+    probe.remove();
+    return color;
+  }
+
+  function keepReadable(el, view) {
+    var background = backgroundOf(view), svg = el.querySelector("svg");
+    readable(el, background);
+    // Vega redraws text when a control moves; only its own attributes trigger this, not ours.
+    new MutationObserver(function () { readable(el, background); }).observe(svg, {
+      subtree: true, childList: true, attributes: true, attributeFilter: ["fill"]});
+  }
+
+  // An index slider shows the value it selects ("S = 0.9"), from the labels in the spec's usermeta.
+  function showSliderValues(el, spec) {
+    var labels = (spec.usermeta || {}).sliderLabels || {};
+    el.querySelectorAll(".vega-bind input[type=range]").forEach(function (input) {
+      var values = labels[input.name], shown = input.nextElementSibling;  // Vega's readout
+      if (!values || !shown) return;
+      var update = function () {
+        var text = values[+input.value];
+        if (text === undefined) return;
+        shown.textContent = text;
+        input.setAttribute("aria-valuetext", text);
+      };
+      input.addEventListener("input", update);
+      input.addEventListener("change", update);
+      update();
+    });
+  }
+
+  function render(el) {
+    var id = el.getAttribute("data-figure");
+    var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
+    var label = el.getAttribute("aria-label");
+    el.setAttribute("data-rendered", "pending");
+    return embed(el, spec).then(function (result) {
+      var svg = el.querySelector("svg");
+      if (svg && parseFloat(svg.getAttribute("width")) > el.clientWidth + 1 && hasHconcat(spec)) {
+        result.view.finalize();
+        el.innerHTML = "";
+        el.setAttribute("data-layout", "stacked");
+        return embed(el, stacked(spec));
+      }
+      return result;
     }).then(function (result) {
       el.setAttribute("data-rendered", "true");
+      el.setAttribute("role", "group");
+      el.setAttribute("aria-label", label);
+      // The drawing itself adds nothing to that label; its data are linked under the figure.
+      var svg = el.querySelector("svg");
+      if (svg) svg.setAttribute("aria-hidden", "true");
+      keepReadable(el, result.view);
       el._view = result.view;
+      showSliderValues(el, spec);
       // Vega-Embed labels the bound inputs by their name; tie them to the figure for screen readers.
       el.querySelectorAll(".vega-bind input, .vega-bind select").forEach(function (input) {
         input.setAttribute("aria-describedby", "cap-" + id);
@@ -29,6 +136,40 @@
     return Promise.all(Array.prototype.map.call(document.querySelectorAll(".chart[data-figure]"), render))
       .then(function () { document.documentElement.setAttribute("data-figures", "rendered"); });
   }
+
+  // Citation previews: kept inside the screen; a tap (no hover) shows the preview first and only
+  // a second tap follows the link to the reference list.
+  function place(tip) {
+    tip.style.left = "";
+    var margin = 8, rect = tip.getBoundingClientRect();
+    var shift = Math.min(0, window.innerWidth - margin - rect.right) || Math.max(0, margin - rect.left);
+    if (shift) tip.style.left = (parseFloat(getComputedStyle(tip).left) + shift) + "px";
+  }
+
+  function openTip(cite) {
+    document.querySelectorAll(".cite.open").forEach(function (c) { if (c !== cite) c.classList.remove("open"); });
+    cite.classList.add("open");
+    place(cite.querySelector(".cite-tip"));
+  }
+
+  document.addEventListener("focusin", function (e) {
+    var cite = e.target.closest && e.target.closest(".cite");
+    if (cite) place(cite.querySelector(".cite-tip"));
+  });
+  document.addEventListener("mouseover", function (e) {
+    var cite = e.target.closest && e.target.closest(".cite");
+    if (cite) place(cite.querySelector(".cite-tip"));
+  });
+  document.addEventListener("click", function (e) {
+    var cite = e.target.closest && e.target.closest(".cite");
+    var touch = e.pointerType === "touch" || window.matchMedia("(hover: none)").matches;
+    if (cite && touch && !cite.classList.contains("open")) {
+      e.preventDefault();
+      openTip(cite);
+    } else if (!cite) {
+      document.querySelectorAll(".cite.open").forEach(function (c) { c.classList.remove("open"); });
+    }
+  });
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", renderAll);
   else renderAll();
