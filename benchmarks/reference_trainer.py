@@ -12,9 +12,10 @@ import torch
 
 
 class ReferenceModel:
-    def __init__(self, importance, density, m, relu=True, lr=1e-3, seed=0):
+    def __init__(self, importance, density, m, relu=True, hidden_relu=False, lr=1e-3, seed=0):
         """importance, density: (I, n) per-instance, per-feature tensors."""
-        self.importance, self.density, self.relu = importance, density, relu
+        self.importance, self.density = importance, density
+        self.relu, self.hidden_relu = relu, hidden_relu
         instances, n = importance.shape
         gen = torch.Generator().manual_seed(seed)
         self.W = torch.empty(instances, m, n)
@@ -30,6 +31,7 @@ class ReferenceModel:
 
     def forward(self, x):
         h = torch.einsum("bin,imn->bim", x, self.W)
+        h = torch.relu(h) if self.hidden_relu else h  # the privileged-basis variant
         out = torch.einsum("bim,imn->bin", h, self.W) + self.b
         return torch.relu(out) if self.relu else out
 
@@ -52,5 +54,6 @@ def for_family(family, instances=None):
         group = [i for i in chosen if i.n == n]
         importance = torch.tensor([i.importance for i in group])
         density = torch.tensor([[1.0 - i.sparsity] for i in group]).expand(-1, n)
-        out.append(ReferenceModel(importance, density, family.m, family.activation == "relu"))
+        out.append(ReferenceModel(importance, density, family.m, family.activation == "relu",
+                                  family.hidden_activation == "relu"))
     return out
