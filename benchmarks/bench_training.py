@@ -1,10 +1,18 @@
 #!/usr/bin/env python3
-"""Training speed: model-steps per second for each family of the grid, batched (our trainer)
-against a plain per-model loop of the same recipe, and the whole grid's cold training time.
+"""Training speed: the project's trainer against a notebook-style reference trainer
+(benchmarks/reference_trainer.py) on the same families, alternating the two in one process so that
+other load on the machine hits both alike, and the whole grid against one-model-at-a-time training.
 
-    python benchmarks/bench_training.py [--steps 1000] [--skip-cold]
+    python benchmarks/bench_training.py [--grid FILE] [--family NAME ...] [--steps 300]
+                                        [--rounds 3] [--cold]
+
+Prints, per family, the median over rounds of reference time / our time for the same steps
+(range in brackets), then the whole grid's training time at the grid's step count, batched and
+as one reference model per grid point (timed on one model per feature count, scaled up).
+--cold also trains the whole grid into an empty cache (the build's cold training time).
 """
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -14,59 +22,74 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precompute import config, models  # noqa: E402
-from precompute.train import train_family  # noqa: E402
+from precompute.train import Trainer  # noqa: E402
+import reference_trainer  # noqa: E402
 
 
-def per_model_loop(inst, m, relu, cfg, steps):
-    """The notebook's way: one model, autograd, AdamW, a fresh batch each step."""
-    n, p = inst.n, 1.0 - inst.sparsity
-    W = torch.nn.init.xavier_normal_(torch.empty(m, n)).requires_grad_()
-    b = torch.zeros(n, requires_grad=True)
-    importance = torch.tensor(inst.importance)
-    opt = torch.optim.AdamW([W, b], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+def seconds_per_step(step, steps):
     t = time.perf_counter()
     for _ in range(steps):
-        x = torch.where(torch.rand(cfg.batch_size, n) < p, torch.rand(cfg.batch_size, n), 0.0)
-        out = x @ W.T @ W + b
-        loss = (importance * (x - (torch.relu(out) if relu else out)) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps / (time.perf_counter() - t)
+        step()
+    return (time.perf_counter() - t) / steps
+
+
+def compare(fam, cfg, steps, rounds):
+    """(ours s/step, reference s/step, ratios per round) for one family, alternating the two."""
+    ours = Trainer(fam, cfg)
+    refs = reference_trainer.for_family(fam)
+    ref_step = lambda: [r.step(cfg.batch_size) for r in refs]
+    seconds_per_step(ours.step, 20), seconds_per_step(ref_step, 5)  # warm up
+    t_ours, t_ref = [], []
+    for _ in range(rounds):
+        t_ref.append(seconds_per_step(ref_step, max(20, steps // 4)))
+        t_ours.append(seconds_per_step(ours.step, steps))
+    return min(t_ours), min(t_ref), [r / o for r, o in zip(t_ref, t_ours)]
+
+
+def one_at_a_time(fam, cfg, steps):
+    """Seconds per step for all of the family's models trained one by one: a single-instance
+    reference model per feature count n, timed, times the number of models of that n."""
+    total = 0.0
+    for n in sorted({i.n for i in fam.instances}):
+        ks = [k for k, i in enumerate(fam.instances) if i.n == n]
+        (ref,) = reference_trainer.for_family(fam, ks[-1:])
+        seconds_per_step(lambda: ref.step(cfg.batch_size), 5)
+        total += len(ks) * seconds_per_step(lambda: ref.step(cfg.batch_size), steps)
+    return total
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=1000)
-    ap.add_argument("--skip-cold", action="store_true", help="skip the whole-grid cold run")
+    ap.add_argument("--grid", default=config.DEFAULT_GRID)
+    ap.add_argument("--family", nargs="*", help="families to time (default: all)")
+    ap.add_argument("--steps", type=int, default=300, help="steps of ours per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--cold", action="store_true", help="also train the whole grid, cold cache")
     args = ap.parse_args()
-    grid = config.load_grid()
-    cfg = replace(grid.train, steps=args.steps)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.steps} steps each")
-    print(f"{'family':16}{'models':>8}{'batched model-steps/s':>24}{'per-model loop':>17}{'speedup':>9}")
-    batched_s = looped_s = 0.0  # seconds each way for the whole grid at the full step count
-    for name, fam in grid.families.items():
-        train_family(fam, replace(cfg, steps=50), progress=False)  # warm the thread pool
-        t = time.perf_counter()
-        train_family(fam, cfg, progress=False)
-        batched = len(fam.instances) * args.steps / (time.perf_counter() - t)
-        single = per_model_loop(fam.instances[-1], fam.m, fam.activation == "relu", cfg,
-                                max(100, args.steps // 5))
-        print(f"{name:16}{len(fam.instances):>8}{batched:>24,.0f}{single:>17,.0f}"
-              f"{batched / single:>8.0f}x")
-        batched_s += len(fam.instances) * grid.train.steps / batched
-        looped_s += len(fam.instances) * grid.train.steps / single
-    print(f"whole grid at {grid.train.steps} steps: {batched_s:.0f} s batched against "
-          f"{looped_s:.0f} s as a per-model loop ({looped_s / batched_s:.0f}x)")
-    if not args.skip_cold:
+    grid = config.load_grid(args.grid)
+    names = args.family or list(grid.families)
+    cfg, full = grid.train, grid.train.steps
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of "
+          f"{args.steps} steps (ours) against {max(20, args.steps // 4)} (reference)")
+    print(f"{'family':16}{'models':>7}{'ours ms/step':>13}{'ref ms/step':>12}{'speedup':>21}")
+    ours_s = single_s = 0.0
+    for name in names:
+        fam = grid.families[name]
+        t_ours, t_ref, ratios = compare(fam, cfg, args.steps, args.rounds)
+        print(f"{name:16}{len(fam.instances):>7}{t_ours * 1e3:>13.2f}{t_ref * 1e3:>12.2f}"
+              f"{statistics.median(ratios):>8.1f}x [{min(ratios):.1f}-{max(ratios):.1f}]")
+        ours_s += t_ours * full
+        single_s += one_at_a_time(fam, cfg, max(20, args.steps // 4)) * full
+    print(f"{'+'.join(names) if args.family else 'whole grid'} at {full} steps: {ours_s:.0f} s "
+          f"batched, {single_s:.0f} s one model at a time ({single_s / ours_s:.0f}x)")
+    if args.cold:
         with tempfile.TemporaryDirectory() as cache:
             t = time.perf_counter()
-            for fam in grid.families.values():
-                models.trained_family(fam, grid.train, "cpu", cache, progress=False)
-            total = time.perf_counter() - t
-        print(f"whole default grid, cold cache, {grid.train.steps} steps: {total:.0f} s "
-              f"(target: under 180 s)")
+            for name in names:
+                models.trained_family(grid.families[name], cfg, "cpu", cache, progress=False)
+        print(f"cold cache, {full} steps, with evaluation: {time.perf_counter() - t:.0f} s")
 
 
 if __name__ == "__main__":

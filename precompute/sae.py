@@ -54,6 +54,42 @@ def targets(sweep, toy):
     return [best[s] for s in sweep.sparsities]
 
 
+class Params:
+    """Every SAE of a sweep as batched tensors: W_eb = [W_e | b_e] (I, d, m+1), so that one
+    matrix product with [h - b_d ; 1] gives the pre-activations, W_d (I, m, d), b_d (I, m, 1)."""
+
+    def __init__(self, W_d, b_d, mask):
+        self.W_d, self.b_d, self.mask = W_d, b_d, mask  # mask (I, d, 1): real latents
+        self.W_eb = torch.cat([W_d.transpose(1, 2), torch.zeros_like(mask)], 2)  # tied init
+        for p in self.tensors():
+            p.grad = torch.zeros_like(p)
+
+    def tensors(self):
+        return [self.W_eb, self.W_d, self.b_d]
+
+    def codes(self, h):
+        u = torch.cat([h - self.b_d, torch.ones_like(h[:, :1])], 1)
+        return torch.relu(torch.bmm(self.W_eb, u)), u
+
+    def loss_and_grad(self, h, l1):
+        """Gradients of the sum over SAEs of mean ||h - h'||^2 + l1 mean ||f||_1, by hand, into
+        the tensors' .grad (autograd's broadcasts make three times the passes over (d x batch)).
+        With G = 2 (h' - h) / B:  dW_d = G f^T,  df = W_d^T G + l1 / B,  da = df [f > 0],
+        [dW_e | db_e] = da [u ; 1]^T,  db_d = sum_batch G - W_e^T db_e."""
+        batch, m = h.shape[2], h.shape[1]
+        f, u = self.codes(h)
+        G = torch.baddbmm(self.b_d - h, self.W_d, f).mul_(2.0 / batch)
+        torch.bmm(G, f.transpose(1, 2), out=self.W_d.grad)
+        df = torch.baddbmm((l1 / batch).view(-1, 1, 1), self.W_d.transpose(1, 2), G)
+        da = torch.ops.aten.threshold_backward(df, f, 0.0)  # f > 0 exactly where a > 0
+        torch.bmm(da, u.transpose(1, 2), out=self.W_eb.grad)
+        self.W_eb.grad.mul_(self.mask)  # padding latents keep zero weights
+        self.W_d.grad.mul_(self.mask.transpose(1, 2))
+        db_e = self.W_eb.grad[:, :, m:]
+        torch.sub(G.sum(2, keepdim=True), torch.bmm(self.W_eb[:, :, :m].transpose(1, 2), db_e),
+                  out=self.b_d.grad)
+
+
 def train(sweep, toy, cfg, device="cpu"):
     fam = toy.family
     tk = targets(sweep, toy)
@@ -70,11 +106,8 @@ def train(sweep, toy, cfg, device="cpu"):
     W_d = torch.randn(I, m, d_max, generator=gen).to(device)
     W_d = W_d * mask.transpose(1, 2)
     W_d /= W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    W_e = W_d.transpose(1, 2).clone().requires_grad_()  # tied initialisation
-    W_d.requires_grad_()
-    b_e = torch.zeros(I, d_max, 1, device=device, requires_grad=True)
-    b_d = torch.zeros(I, m, 1, device=device, requires_grad=True)
-    opt = torch.optim.Adam([W_e, b_e, W_d, b_d], lr=cfg.learning_rate)
+    sae = Params(W_d, torch.zeros(I, m, 1, device=device), mask)
+    opt = torch.optim.Adam(sae.tensors(), lr=cfg.learning_rate, fused=True)
     inv_p = torch.tensor([1 / (1 - s) for s in sweep.sparsities], device=device).view(-1, 1, 1)
     data = torch.Generator(device).manual_seed(family_seed(fam.name, "sae/data"))
 
@@ -82,32 +115,23 @@ def train(sweep, toy, cfg, device="cpu"):
         x = toy_model.sample_inputs(torch.rand(len(tk), n, batch, generator=g, device=device), inv_p)
         return torch.bmm(W_true, x)[t_index]  # (I, m, batch)
 
-    def codes(h):
-        return torch.relu(torch.baddbmm(b_e, W_e, h - b_d)) * mask
-
     for _ in range(cfg.steps):
-        h = hidden(cfg.batch_size, data)
-        f = codes(h)
-        err = h - torch.baddbmm(b_d, W_d, f)
-        loss = (err.pow(2).sum(1).mean(1) + l1 * f.sum(1).mean(1)).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        sae.loss_and_grad(hidden(cfg.batch_size, data), l1)
         opt.step()
-        with torch.no_grad():
-            W_d /= W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        sae.W_d /= sae.W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     with torch.no_grad():  # evaluate on fresh inputs
         h = hidden(cfg.eval_samples, torch.Generator(device).manual_seed(
             family_seed(fam.name, "sae/eval")))
-        f = codes(h)
-        err = h - torch.baddbmm(b_d, W_d, f)
+        f = sae.codes(h)[0]
+        err = h - torch.baddbmm(sae.b_d, sae.W_d, f)
         fvu = err.pow(2).sum((1, 2)) / (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))
         l0 = (f > 0).float().sum(1).mean(1)
         dead = (((f > 0).sum(2, keepdim=True) == 0).float() * mask).sum((1, 2))  # real latents only
     W_true = W_true.cpu().numpy()
     norms = np.linalg.norm(W_true, axis=1)  # (T, n)
     true_unit = W_true / np.maximum(norms[:, None, :], 1e-12)
-    W_d_np = W_d.detach().cpu().numpy()
+    W_d_np = sae.W_d.cpu().numpy()
     out = []
     for i, (s, d, lam) in enumerate(rows):
         t = sweep.sparsities.index(s)

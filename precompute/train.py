@@ -59,31 +59,73 @@ class Batch:
                                               device=self.device)
 
 
+# Instances are stepped in chunks of about this many bytes per (n x batch) tensor, so that a step's
+# working set stays in cache between its passes (measured 1.1-1.3x per step at n=400, m=30, against
+# one chunk; fewer chunks for small families, since each costs a dozen operator calls).
+CHUNK_BYTES = 4 << 20
+
+
+class Trainer:
+    """One family's training state; step() draws a fresh batch and takes one AdamW step."""
+
+    def __init__(self, family, cfg, device="cpu"):
+        self.batch = Batch(family, device)
+        self.W, self.b = self.batch.init_weights()
+        self.W.grad, self.b.grad = torch.zeros_like(self.W), torch.zeros_like(self.b)
+        # The fused AdamW is the same update as the loop over tensors, in one pass.
+        self.opt = torch.optim.AdamW([self.W, self.b], lr=cfg.learning_rate,
+                                     weight_decay=cfg.weight_decay, fused=True)
+        self.coef = 2.0 * self.batch.importance / (cfg.batch_size * self.batch.n.view(-1, 1, 1))
+        self.gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
+        self.r = torch.empty(family.seeds, family.n_max, cfg.batch_size, device=device)
+        per_chunk = CHUNK_BYTES // (4 * family.n_max * cfg.batch_size)
+        self.chunks = chunks(family.seeds, family.per_seed, per_chunk)
+        size = max(sl.stop - sl.start for _, sl in self.chunks)
+        self.ws = toy_model.Workspace(size, family.m, family.n_max, cfg.batch_size, device)
+
+    def step(self, want_loss=False):
+        """One training step on every instance; returns the per-instance loss if want_loss."""
+        self.r.uniform_(generator=self.gen)
+        bt, inv_p, losses = self.batch, self.batch.inv_p, []
+        for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
+            k = sl.stop - sl.start
+            x = self.ws.x[:k].view(seeds.stop - seeds.start, -1, *self.ws.x.shape[1:])
+            xn = toy_model.sample_negated_inputs(
+                self.r[seeds].unsqueeze(1), inv_p.flatten(0, 1)[sl].view_as(x[..., :1]), x)
+            scored = (bt.importance[sl], bt.n[sl]) if want_loss else (None, None)
+            losses.append(toy_model.loss_and_grad(
+                self.W[sl], self.b[sl], xn.flatten(0, 1), self.coef[sl], self.ws, self.W.grad[sl],
+                self.b.grad[sl], bt.relu, *scored, hidden_relu=bt.hidden_relu))
+        self.opt.step()
+        return torch.cat(losses) if want_loss else None
+
+
+def chunks(seeds, per_seed, size):
+    """Instance slices of about `size` instances (at least 1) that never straddle a seed: either
+    runs of whole seeds or pieces of one seed. Each comes with the slice of seeds it reads."""
+    if size >= per_seed:
+        step = size // per_seed
+        return [(slice(s, min(s + step, seeds)), slice(s * per_seed, min(s + step, seeds) * per_seed))
+                for s in range(0, seeds, step)]
+    size = max(1, size)
+    return [(slice(s, s + 1), slice(s * per_seed + a, s * per_seed + min(a + size, per_seed)))
+            for s in range(seeds) for a in range(0, per_seed, size)]
+
+
 def train_family(family, cfg, device="cpu", progress=True):
     """Train all of a family's instances; returns numpy arrays W (I, m, n_max), b (I, n_max),
     loss_curve (I, steps // log_every), with its steps."""
-    batch = Batch(family, device)
-    W, b = batch.init_weights()
-    W.grad, b.grad = torch.zeros_like(W), torch.zeros_like(b)
-    opt = torch.optim.AdamW([W, b], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    coef = 2.0 * batch.importance / (cfg.batch_size * batch.n.view(-1, 1, 1))
-    gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
-    ws = toy_model.Workspace(len(family.instances), family.m, family.n_max, cfg.batch_size, device)
-    r = torch.empty(family.seeds, 1, family.n_max, cfg.batch_size, device=device)
+    trainer = Trainer(family, cfg, device)
     curve, curve_steps = [], []
     for step in tqdm(range(1, cfg.steps + 1), desc=f"train {family.name}", disable=not progress,
                      mininterval=1.0, leave=False):
         log = step % cfg.log_every == 0 or step == cfg.steps
-        batch.inputs(r, gen, ws.x)
-        loss = toy_model.loss_and_grad(W, b, ws.x, coef, ws, batch.relu, want_loss=log,
-                                       importance=batch.importance, n=batch.n,
-                                       hidden_relu=batch.hidden_relu)
+        loss = trainer.step(want_loss=log)
         if log:
             check_finite(family, loss, step)
             curve.append(loss.cpu())
             curve_steps.append(step)
-        opt.step()
-    return {"W": W.cpu().numpy(), "b": b.squeeze(2).cpu().numpy(),
+    return {"W": trainer.W.cpu().numpy(), "b": trainer.b.squeeze(2).cpu().numpy(),
             "loss_curve": torch.stack(curve, 1).numpy(), "curve_steps": np.array(curve_steps)}
 
 
