@@ -27,6 +27,7 @@ from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, essay, figure_export, pages  # noqa: E402
 
 CONTENT = ROOT / "content"
+MARKER = ".superposition-site"  # written into every build's output: proof the build made it
 META_KEYS = ("title", "subtitle", "kicker", "author", "description", "date")
 
 
@@ -35,7 +36,8 @@ def main(argv=None):
     started = time.perf_counter()
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
-    # 1. Read and check every input before any training.
+    # 1. Read and check every input before any training, the output folder first.
+    out_dir = check_out(args.out, content=Path(args.content), cache=Path(args.cache))
     grid = config.load_grid(args.grid)
     check_families(grid)
     content = Path(args.content)
@@ -69,7 +71,7 @@ def main(argv=None):
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
     env = pages.environment()
-    with staging(Path(args.out)) as out:
+    with staging(out_dir) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build)
                    for n, i in enumerate(order)]
@@ -102,6 +104,8 @@ def main(argv=None):
             env, "figures_index.html", figures=records, specs=[], root="../", inline=None,
             og_image="../figures/" + order[0] + "/figure.png", **common))
         (out / ".nojekyll").write_text("")
+        (out / MARKER).write_text("made by superposition-explained's build.py; --out may replace "
+                                  "this folder\n")
         size, packed = site_size(out)
 
     fresh = sum(not t.from_cache for t in trained.values())
@@ -133,6 +137,40 @@ def check_families(grid):
             header = f"[sae.{name}]" if kind == "sae" else f"[family.{name}]"
             raise BuildError(grid.path, f"no {header}, which figure '{fig}' needs",
                              f"add {header} (see precompute/grid.toml)")
+
+
+def check_out(out, content, cache):
+    """The resolved --out folder, or a BuildError when the build could not prove it owns it:
+    replacing the folder deletes what it held, so only a previous build's output (it carries
+    MARKER), an empty folder or a new path qualify. Also refuses an unwritable parent now,
+    before any training."""
+    raw = str(out)
+    if not raw.strip():
+        raise BuildError("--out", "empty path (the current folder)", "pass a folder of its own, "
+                         "e.g. --out build/site")
+    target = Path(raw).expanduser().resolve()
+    fix = "pass a new or empty folder, or a previous build's output (e.g. build/site)"
+    if target == Path(target.anchor) or target == Path.home().resolve():
+        raise BuildError(f"--out {raw}", "is the filesystem root or your home folder", fix)
+    # Never the repository, its content, build/ or the cache, nor any folder holding them;
+    # nor anything inside the content, the cache or .git.
+    keep = [p.resolve() for p in (ROOT, ROOT / "build", content, cache)]
+    if any(target == p or target in p.parents for p in keep):
+        raise BuildError(f"--out {raw}", "holds the repository, its content or the model cache",
+                         fix)
+    if any(p in target.parents for p in (content.resolve(), cache.resolve(), ROOT / ".git")):
+        raise BuildError(f"--out {raw}", "is inside the content, the model cache or .git", fix)
+    if target.exists() and not target.is_dir():
+        raise BuildError(f"--out {raw}", "is a file, not a folder", fix)
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise BuildError(f"--out {raw}", f"is a non-empty folder the build did not make (no "
+                         f"{MARKER} in it), so replacing it could delete your files", fix)
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK) or (
+            existing == target and not os.access(target.parent, os.W_OK | os.X_OK)):
+        raise BuildError(f"--out {raw}", f"{existing} is not writable",
+                         "make it writable or pass another --out")
+    return target
 
 
 def how_made(result, started):
@@ -206,7 +244,7 @@ def og_image(meta, order):
 
 def write_json(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+    path.write_text(figure_export.dumps(obj, path))
 
 
 def site_size(out):
@@ -222,23 +260,43 @@ def staging(target):
     remove it, leaving the previous site byte for byte as it was."""
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target)
     tmp = target.with_name(f".{target.name}.staging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    # Both signals abort into the cleanup below, even where SIGINT was inherited as ignored
-    # (a build started as a background job).
-    old = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield tmp
         swap(tmp, target)
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def remove_leftovers(target):
+    """Delete staging/old folders beside `target` left by a build that was killed (SIGKILL gives
+    it no chance to clean up); those of a build still running are left alone."""
+    for p in target.parent.glob(f".{target.name}.*-*"):
+        kind, _, pid = p.name[len(target.name) + 2:].rpartition("-")
+        if kind not in ("staging", "old") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            if int(pid) != os.getpid():
+                continue  # another build is using it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a live process of another user
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def honour_interrupts():
+    """SIGINT and SIGTERM abort the build at any stage (training included) into the cleanup of
+    staging(), even where SIGINT was inherited as ignored: a build started as a background job
+    and brought back with `fg` should stop on Ctrl-C, as a user expects."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def swap(new, target):
@@ -258,6 +316,7 @@ def swap(new, target):
 
 
 if __name__ == "__main__":
+    honour_interrupts()
     try:
         sys.exit(main())
     except BuildError as e:

@@ -1,6 +1,7 @@
 """The whole build: published layout and formats, security of the output, determinism, atomic
 replacement of the site, cache safety and one-line errors for bad input."""
 import hashlib
+import os
 import json
 import re
 import shutil
@@ -225,3 +226,98 @@ def test_corrupt_cache_is_reported_and_retrained(quick_grid, quick_site, tmp_pat
     assert any(foreign.name in l and "foreign" in l for l in notes)
     assert "phase: 768 models (trained" in proc.stderr
     assert tree(tmp_path / "site") == tree(quick_site / "site")
+
+
+# --- the --out guard: only a folder the build made is ever replaced -------------------------
+
+def guard(out):
+    return build.check_out(out, content=ROOT / "content", cache=ROOT / "build" / "cache")
+
+
+@pytest.mark.parametrize("out, expect", [
+    ("", "empty path"), ("/", "filesystem root or your home"),
+    (str(Path.home()), "filesystem root or your home"), ("~", "filesystem root or your home"),
+    (str(ROOT), "holds the repository"), (str(ROOT.parent), "holds the repository"),
+    (str(ROOT / "content"), "holds the repository"), (str(ROOT / "build"), "holds the repository"),
+    (str(ROOT / "build" / "cache"), "holds the repository"),
+    (str(ROOT / "content" / "site"), "inside the content"),
+    (str(ROOT / "build" / "cache" / "site"), "inside the content"),
+    (str(ROOT / "README.md"), "is a file"),
+])
+def test_out_guard_refuses_what_the_build_did_not_make(out, expect):
+    """Tested on the guard itself: no build ever runs against "/" or $HOME."""
+    with pytest.raises(build.BuildError, match=expect) as e:
+        guard(out)
+    assert "--out" in str(e.value) and "pass" in str(e.value)
+
+
+def test_out_guard_accepts_new_empty_and_marked_folders(tmp_path):
+    assert guard(tmp_path / "new" / "site") == tmp_path / "new" / "site"
+    (tmp_path / "empty").mkdir()
+    guard(tmp_path / "empty")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "index.html").write_text("x")
+    with pytest.raises(build.BuildError, match="non-empty folder the build did not make"):
+        guard(tmp_path / "old")
+    (tmp_path / "old" / build.MARKER).write_text("")
+    guard(tmp_path / "old")
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda t: (t / "notes").mkdir() or (t / "notes" / "todo.txt").write_text("mine"), "notes"),
+    (lambda t: (t / "file.txt").write_text("mine"), "file.txt"),
+    (lambda t: None, str(ROOT)), (lambda t: None, str(ROOT / "content")),
+    (lambda t: None, str(ROOT / "build")), (lambda t: None, ""),
+])
+def test_out_refused_in_one_line_with_nothing_touched(tmp_path, make, name):
+    make(tmp_path)
+    out = tmp_path / name if name and not name.startswith("/") else name
+    before, repo = tree(tmp_path), subprocess.run(["git", "status", "--porcelain"], cwd=ROOT,
+                                                  capture_output=True, text=True).stdout
+    proc = run_build("--check", "--out", out, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "--out" in lines[0], proc.stderr
+    assert tree(tmp_path) == before
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
+                          text=True).stdout == repo
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        proc = run_build("--check", "--out", locked / "site", check=False)
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_killed_builds_staging_is_removed_by_the_next(quick_grid, quick_site, tmp_path):
+    out = tmp_path / "site"
+    shutil.copytree(quick_site / "site", out)
+    leftover = tmp_path / ".site.staging-999999999"  # above pid_max: a process that is gone
+    (leftover / "figures").mkdir(parents=True)
+    run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out", out)
+    assert not leftover.exists() and (out / build.MARKER).is_file()
+    assert tree(out) == tree(quick_site / "site")
+
+
+def test_sigint_during_training_of_a_background_job(quick_grid, tmp_path):
+    """A background job inherits SIGINT as ignored; the build still stops on it while it trains,
+    before any staging exists, and leaves the output untouched."""
+    out = tmp_path / "site"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "build.py"), "--quiet", "--grid", str(quick_grid),
+         "--cache", str(tmp_path / "cache"), "--out", str(out)], cwd=ROOT,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    first = proc.stderr.readline()  # the first family is trained; others are still to come
+    assert "models (trained" in first, first
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not out.exists() and not list(tmp_path.glob(".site.*"))
