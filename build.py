@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from errors import BuildError  # noqa: E402
+from errors import BuildError, line_of, read_utf8  # noqa: E402
 from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, essay, figure_export, pages  # noqa: E402
 
@@ -180,7 +180,7 @@ def how_made(result, started):
 def read_text(path):
     if not path.is_file():
         raise BuildError(path, "content file missing", "restore it (git checkout -- content/)")
-    return path.read_text()
+    return read_utf8(path)
 
 
 def read_meta(path):
@@ -188,9 +188,12 @@ def read_meta(path):
         meta = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise BuildError(path, f"not valid TOML ({e})", "fix the syntax") from None
-    for key in META_KEYS:
-        if not isinstance(meta.get(key), str):
+    for key in META_KEYS + ("site_url",):
+        if key not in meta and key != "site_url":
             raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')
+        if key in meta and not isinstance(meta[key], str):
+            raise BuildError(path, f"'{key}' must be a quoted string, got {meta[key]!r}",
+                             f'write {key} = "..."', line_of(read_text(path), key))
     return meta
 
 

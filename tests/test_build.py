@@ -136,7 +136,21 @@ def copy_content(tmp_path):
     (lambda c: (c / "essay.md").write_text("::: chart x\n"), r"essay.md:1: malformed directive"),
     (lambda c: (c / "references.bib").write_text("@misc{k, title={t}, year={1}, url={u}}\n"),
      r"references.bib:1: entry 'k' is missing 'author'"),
-    (lambda c: (c / "meta.toml").write_text("title = 1\n"), r"meta.toml: missing 'title'"),
+    (lambda c: (c / "meta.toml").write_text("subtitle = 1\n"), r"meta.toml: missing 'title'"),
+    (lambda c: sub(c / "meta.toml", r'(?m)^title = .*', "title = 5"),
+     r"meta.toml:\d+: 'title' must be a quoted string, got 5; write title"),
+    (lambda c: sub(c / "meta.toml", r'(?m)^date = .*', "date = 2024-01-02"),
+     r"meta.toml:\d+: 'date' must be a quoted string, got datetime.date"),
+    (lambda c: sub(c / "meta.toml", r'(?m)^site_url = .*', "site_url = 5"),
+     r"meta.toml:\d+: 'site_url' must be a quoted string"),
+    (lambda c: (c / "essay.md").write_bytes(b"# T\n\ncaf\xe9\n"),
+     r"essay.md:3: byte 0xe9 is not UTF-8; save the file as UTF-8"),
+    (lambda c: sub(c / "references.bib", r"title = \{Toy Models of Superposition\},",
+                   "title = {Toy Models of Superposition}"),
+     r"references.bib:3: field 'title' of entry 'elhage2022toy' does not parse cleanly.*comma"),
+    (lambda c: (c / "references.bib").write_text(
+        (c / "references.bib").read_text() + (c / "references.bib").read_text().split("\n\n")[0]),
+     r"references.bib:\d+: duplicate BibTeX key 'elhage2022toy'; rename"),
 ])
 def test_bad_content_fails_in_one_line_and_writes_nothing(tmp_path, breakage, expect):
     content = copy_content(tmp_path)
@@ -147,6 +161,30 @@ def test_bad_content_fails_in_one_line_and_writes_nothing(tmp_path, breakage, ex
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(expect, lines[0])
     assert not out.exists() and not list(tmp_path.glob(".site.staging*"))
+
+
+def sub(path, pattern, repl):
+    text = path.read_text()
+    assert re.search(pattern, text), pattern
+    path.write_text(re.sub(pattern, repl, text, count=1))
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (lambda t: t.replace("weight_decay = 0.01", "weight_decay = -1"),
+     r":15: \[train\] weight_decay must be positive; set weight_decay"),
+    (lambda t: t.replace("learning_rate = 1e-3 ", "learning_rate = nan ", 1),
+     r":14: \[train\] learning_rate must be a number, got nan"),
+    (lambda t: t.replace("n = 20", "n = 1000000", 1),
+     r":\d+: \[family.superposition\] needs about \d+ GiB to train .* use fewer"),
+    (lambda t: 'extends = "nowhere.toml"\n', r":1: extends names .*nowhere.toml, which does not exist"),
+])
+def test_bad_grid_is_refused_by_check_in_one_line(tmp_path, edit, expect):
+    grid = tmp_path / "g.toml"
+    grid.write_text(edit((ROOT / "precompute" / "grid.toml").read_text()))
+    proc = run_build("--grid", grid, "--check", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "g.toml" in lines[0], proc.stderr
+    assert re.search(expect, lines[0]), lines[0]
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
