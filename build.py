@@ -45,7 +45,7 @@ def main(argv=None):
     bib = bibliography.load(content / "references.bib")
     essay_path = content / "essay.md"
     essay_text = read_text(essay_path)
-    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib)
+    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts())
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
               f"models in {len(grid.families)} families), {essay_path.name}, "

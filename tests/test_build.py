@@ -121,6 +121,25 @@ def test_check_mode_validates_without_training():
     assert "ok:" in proc.stdout and time.perf_counter() - t < 30
 
 
+def test_figure_fact_declarations_match_what_figures_build(trained):
+    """--check validates {{ id.fact }} against each module's FACTS, so those must be exact."""
+    assert {f.id: sorted(f.facts) for f in figures.build_all(trained)} == \
+        {fid: sorted(names) for fid, names in figures.facts().items()}
+
+
+@pytest.mark.parametrize("line, expect", [
+    (r"Bad TeX $\frac{$ here.", r"essay.md:3: cannot render math"),
+    ("We quote {{ superposition-panel.nope }}.",
+     r"essay.md:3: figure 'superposition-panel' has no fact 'nope'; use one of: .*sparsest"),
+])
+def test_check_catches_content_errors_without_training(tmp_path, line, expect):
+    content = copy_content(tmp_path)
+    (content / "essay.md").write_text(f"# T\n\n{line}\n")
+    proc = run_build("--check", "--content", content, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and re.search(expect, lines[0]), proc.stderr
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 def copy_content(tmp_path):

@@ -12,6 +12,8 @@ from precompute.metrics import REPRESENTED
 ID = "dimensionality"
 FAMILY = "dimensionality"
 FAMILIES = [FAMILY]
+# the names build() puts in facts, for --check
+FACTS = ('n', 'm', 'half_from', 'half_to', 'half_points')
 FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
              Fraction(3, 8), Fraction(1, 3)]
 

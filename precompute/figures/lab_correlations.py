@@ -11,6 +11,9 @@ from precompute.models import lowest_loss
 ID = "lab-correlations"
 FAMILY = "superposition"
 FAMILIES = [FAMILY]
+# the names build() puts in facts, for --check
+FACTS = ('onset_sparsity', 'onset_before', 'dense_features_per_neuron',
+         'sparse_features_per_neuron', 'sparsest', 'sparse_represented')
 
 
 def build(trained):

@@ -12,6 +12,8 @@ ID = "superposition-panel"
 FAMILY = "superposition"
 LINEAR = "linear"
 FAMILIES = [FAMILY, LINEAR]
+# the names build() puts in facts, for --check
+FACTS = ('linear_represented', 'relu_dense_represented', 'relu_sparse_represented', 'sparsest')
 
 
 def build(trained):
