@@ -22,13 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from errors import BuildError  # noqa: E402
+from errors import BuildError, line_of, read_utf8  # noqa: E402
 from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
 
 CONTENT = ROOT / "content"
-# Every site this build writes carries this file; --out only ever replaces a folder that has it.
-MARKER = ".superposition-site"
+MARKER = ".superposition-site"  # written into every build's output: proof the build made it
 META_KEYS = ("title", "subtitle", "kicker", "author", "description", "date")
 
 
@@ -38,7 +37,7 @@ def main(argv=None):
     log = lambda msg: print(msg, file=sys.stderr, flush=True)
 
     # 1. Read and check every input before any training, the output folder first.
-    check_out(args.out, protected=[ROOT, Path(args.content), Path(args.cache)])
+    out_dir = check_out(args.out, content=Path(args.content), cache=Path(args.cache))
     grid = config.load_grid(args.grid)
     check_families(grid)
     content = Path(args.content)
@@ -47,7 +46,7 @@ def main(argv=None):
     bib = bibliography.load(content / "references.bib")
     essay_path = content / "essay.md"
     essay_text = read_text(essay_path)
-    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib)
+    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts())
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
               f"models in {len(grid.families)} families), {essay_path.name}, "
@@ -74,7 +73,7 @@ def main(argv=None):
     figs = {f.id: f for f in figures.build_all(trained)}
     env = pages.environment()
     previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
-    with staging(Path(args.out)) as out:
+    with staging(out_dir) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build)
                    for n, i in enumerate(order)]
@@ -127,8 +126,8 @@ def main(argv=None):
             canonical=None, og_image=og_image(meta, None, f"figures/{order[0]}/figure.png"),
             **common))
         (out / ".nojekyll").write_text("")
-        (out / MARKER).write_text("made by superposition-explained's build.py; "
-                                  "a later build may replace this folder\n")
+        (out / MARKER).write_text("made by superposition-explained's build.py; --out may replace "
+                                  "this folder\n")
         size, packed = site_size(out)
 
     fresh = sum(not t.from_cache for t in trained.values())
@@ -166,6 +165,40 @@ def check_families(grid):
                              f"add {header} (see precompute/grid.toml)")
 
 
+def check_out(out, content, cache):
+    """The resolved --out folder, or a BuildError when the build could not prove it owns it:
+    replacing the folder deletes what it held, so only a previous build's output (it carries
+    MARKER), an empty folder or a new path qualify. Also refuses an unwritable parent now,
+    before any training."""
+    raw = str(out)
+    if not raw.strip():
+        raise BuildError("--out", "empty path (the current folder)", "pass a folder of its own, "
+                         "e.g. --out build/site")
+    target = Path(raw).expanduser().resolve()
+    fix = "pass a new or empty folder, or a previous build's output (e.g. build/site)"
+    if target == Path(target.anchor) or target == Path.home().resolve():
+        raise BuildError(f"--out {raw}", "is the filesystem root or your home folder", fix)
+    # Never the repository, its content, build/ or the cache, nor any folder holding them;
+    # nor anything inside the content, the cache or .git.
+    keep = [p.resolve() for p in (ROOT, ROOT / "build", content, cache)]
+    if any(target == p or target in p.parents for p in keep):
+        raise BuildError(f"--out {raw}", "holds the repository, its content or the model cache",
+                         fix)
+    if any(p in target.parents for p in (content.resolve(), cache.resolve(), ROOT / ".git")):
+        raise BuildError(f"--out {raw}", "is inside the content, the model cache or .git", fix)
+    if target.exists() and not target.is_dir():
+        raise BuildError(f"--out {raw}", "is a file, not a folder", fix)
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise BuildError(f"--out {raw}", f"is a non-empty folder the build did not make (no "
+                         f"{MARKER} in it), so replacing it could delete your files", fix)
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK) or (
+            existing == target and not os.access(target.parent, os.W_OK | os.X_OK)):
+        raise BuildError(f"--out {raw}", f"{existing} is not writable",
+                         "make it writable or pass another --out")
+    return target
+
+
 def how_made(result, started):
     return "cache" if result.from_cache else f"trained in {time.perf_counter() - started:.0f} s"
 
@@ -173,7 +206,7 @@ def how_made(result, started):
 def read_text(path):
     if not path.is_file():
         raise BuildError(path, "content file missing", "restore it (git checkout -- content/)")
-    return path.read_text()
+    return read_utf8(path)
 
 
 def read_meta(path):
@@ -181,9 +214,12 @@ def read_meta(path):
         meta = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise BuildError(path, f"not valid TOML ({e})", "fix the syntax") from None
-    for key in META_KEYS:
-        if not isinstance(meta.get(key), str):
+    for key in META_KEYS + ("site_url",):
+        if key not in meta and key != "site_url":
             raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')
+        if key in meta and not isinstance(meta[key], str):
+            raise BuildError(path, f"'{key}' must be a quoted string, got {meta[key]!r}",
+                             f'write {key} = "..."', line_of(read_text(path), key))
     return meta
 
 
@@ -249,7 +285,7 @@ def og_image(meta, root, path):
 
 def write_json(path, obj):
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+    path.write_text(figure_export.dumps(obj, path))
 
 
 def site_size(out):
@@ -259,76 +295,49 @@ def site_size(out):
     return raw, packed
 
 
-def check_out(out, protected):
-    """Refuse an --out that the build may not replace: one it cannot prove it made (no MARKER),
-    a file, the filesystem root, the home folder, or any folder that is, holds or lies inside
-    one of `protected` (the repository, the content, the cache). Nothing is touched here."""
-    if not str(out).strip():
-        raise BuildError("--out", "the output folder is empty (the current folder)",
-                         "pass a folder the build may own, e.g. --out build/site")
-    target = Path(out).expanduser().resolve()
-    refuse = lambda why: BuildError(target, f"--out {why}; the build replaces its output whole",
-                                    "pass a new or empty folder, e.g. --out build/site")
-    if target == Path(target.anchor) or target == Path.home().resolve():
-        raise refuse("is the filesystem root or the home folder")
-    for p in (Path(p).resolve() for p in protected):
-        if target == p or target in p.parents:
-            raise refuse(f"is or holds {p}")
-        if p in target.parents and p != ROOT:
-            raise refuse(f"lies inside {p}")
-    if target.exists() and not target.is_dir():
-        raise refuse("is a file")
-    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
-        raise refuse(f"is a non-empty folder without {MARKER}, so this build did not make it")
-    parent = next(p for p in target.parents if p.exists())
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise BuildError(parent, "the output's folder is not writable",
-                         "pass an --out in a folder you can write to")
-
-
 @contextmanager
 def staging(target):
     """Yield an empty folder beside `target`; on success swap it in, on any failure or signal
     remove it, leaving the previous site byte for byte as it was."""
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_staging(target)
+    remove_leftovers(target)
     tmp = target.with_name(f".{target.name}.staging-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    # Both signals abort into the cleanup below, even where SIGINT was inherited as ignored
-    # (a build started as a background job).
-    old = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield tmp
         swap(tmp, target)
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def remove_dead_staging(target):
-    """A killed build (SIGKILL) leaves .NAME.staging-PID beside the site: remove those whose
-    process is gone. A live PID is another build at work, so its folder stays."""
-    for leftover in target.parent.glob(f".{target.name}.staging-*"):
-        pid = leftover.name.rpartition("-")[2]
-        if pid.isdigit() and leftover.is_dir() and not _alive(int(pid)):
-            shutil.rmtree(leftover, ignore_errors=True)
+def remove_leftovers(target):
+    """Delete staging/old folders beside `target` left by a build that was killed (SIGKILL gives
+    it no chance to clean up); those of a build still running are left alone."""
+    for p in target.parent.glob(f".{target.name}.*-*"):
+        kind, _, pid = p.name[len(target.name) + 2:].rpartition("-")
+        if kind not in ("staging", "old") or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            if int(pid) != os.getpid():
+                continue  # another build is using it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # a live process of another user
+        shutil.rmtree(p, ignore_errors=True)
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
+def honour_interrupts():
+    """SIGINT and SIGTERM abort the build at any stage (training included) into the cleanup of
+    staging(), even where SIGINT was inherited as ignored: a build started as a background job
+    and brought back with `fg` should stop on Ctrl-C, as a user expects."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def swap(new, target):
@@ -348,6 +357,7 @@ def swap(new, target):
 
 
 if __name__ == "__main__":
+    honour_interrupts()
     try:
         sys.exit(main())
     except BuildError as e:

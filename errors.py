@@ -16,3 +16,13 @@ def line_of(text, needle, start=1):
         if needle in lines[i]:
             return i + 1
     return None
+
+
+def read_utf8(path):
+    """A text input's contents; a byte that is not UTF-8 is a BuildError naming its line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise BuildError(path, f"byte {e.object[e.start]:#x} is not UTF-8",
+                         "save the file as UTF-8", line) from None

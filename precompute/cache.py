@@ -20,11 +20,16 @@ class CacheMiss(Exception):
     """The entry cannot be used; str() is a one-line reason naming the file."""
 
 
-def load(path, key):
+def load(path, key, shapes=None):
+    """The entry's arrays; `shapes` ({name: shape}) are required to match, so an entry written by
+    a buggy or different trainer under the right key is retrained, not indexed out of range."""
     path = Path(path)
     if not path.exists():
         raise CacheMiss(f"{path}: not cached yet")
-    blob = path.read_bytes()
+    try:
+        blob = path.read_bytes()
+    except OSError as e:  # unreadable, a directory, ...
+        raise CacheMiss(f"{path}: unreadable cache entry ({e.strerror}); retraining") from None
     head, sep, payload = blob.partition(b"\n")
     try:
         header = json.loads(head)
@@ -38,9 +43,15 @@ def load(path, key):
         raise CacheMiss(f"{path}: corrupt cache entry (checksum mismatch, truncated?); retraining")
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+            arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as e:
         raise CacheMiss(f"{path}: corrupt cache entry ({e}); retraining") from None
+    for name, shape in (shapes or {}).items():
+        if name not in arrays or arrays[name].shape != tuple(shape):
+            got = arrays[name].shape if name in arrays else "missing"
+            raise CacheMiss(f"{path}: cache entry has the wrong shape for '{name}' ({got}, "
+                            f"expected {tuple(shape)}); retraining")
+    return arrays
 
 
 def save(path, key, arrays):

@@ -5,11 +5,12 @@ of seed 1, ... The trainer relies on that order to share one random draw per see
 """
 import itertools
 import math
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import BuildError, line_of
+from errors import BuildError, line_of, read_utf8
 
 DEFAULT_GRID = Path(__file__).with_name("grid.toml")
 
@@ -92,7 +93,7 @@ def load_grid(path=DEFAULT_GRID):
     path = Path(path)
     if not path.is_file():
         raise BuildError(path, "grid config not found", "pass an existing file to --grid")
-    text = path.read_text()
+    text = read_utf8(path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -113,7 +114,25 @@ def load_grid(path=DEFAULT_GRID):
     sae = {name: _sae(name, spec, families, fail) for name, spec in raw.get("sae", {}).items()}
     sae_train = _train(raw["sae_train"], SAE_TRAIN_KEYS, SAETrainConfig, "sae_train", fail) \
         if sae else None
+    for name, fam in families.items():
+        need, have = memory_estimate(fam, train), physical_memory()
+        if need > have:
+            fail(f"[family.{name}] needs about {need / 2**30:.0f} GiB to train "
+                 f"({len(fam.instances)} models up to n={fam.n_max}), this machine has "
+                 f"{have / 2**30:.0f} GiB", "use fewer or smaller grid points, or a smaller "
+                 "[train] batch_size", f"family.{name}")
     return Grid(path, train, families, sae_train, sae)
+
+
+def memory_estimate(family, train):
+    """Bytes a family's batched training holds at once, within a small factor: the float32
+    weights with their Adam state, and the batch tensors (input, hidden, output, gradients)."""
+    T, n, m = len(family.instances), family.n_max, family.m
+    return 4 * T * (4 * m * n + 8 * n * max(train.batch_size, 1) + m * train.batch_size)
+
+
+def physical_memory():
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _extend(path, raw, fail):
@@ -125,8 +144,11 @@ def _extend(path, raw, fail):
     base_path = path.parent / base
     if base_path.resolve() == path.resolve():
         fail("the grid extends itself", "name another grid file", "extends")
+    if not base_path.is_file():
+        fail(f"extends names {base_path}, which does not exist",
+             "name a grid file in the same folder", "extends")
     load_grid(base_path)
-    merged = tomllib.loads(base_path.read_text())
+    merged = tomllib.loads(base_read_utf8(path))
     for table, value in raw.items():
         nested = table in ("family", "sae") and isinstance(value, dict)
         merged[table] = {**merged.get(table, {}), **value} if nested else value
@@ -149,7 +171,7 @@ def _train(spec, keys, cls, table, fail):
         if key not in spec:
             fail(f"{header} is missing '{key}'", f"add {key} = <{kind.__name__}>", header)
         values[key] = _typed(spec[key], kind, f"{header} {key}", fail, key, header)
-        if values[key] <= 0 and key != "weight_decay":
+        if values[key] < 0 or (values[key] == 0 and key != "weight_decay"):
             fail(f"{header} {key} must be positive", f"set {key} > 0", key, header)
     for key in set(spec) - set(keys):
         fail(f"unknown key '{key}' in {header}", "expected one of " + ", ".join(keys), key, header)
@@ -158,7 +180,7 @@ def _train(spec, keys, cls, table, fail):
 
 def _typed(value, kind, what, fail, needle, after):
     ok = isinstance(value, kind) or (kind is float and isinstance(value, int))
-    if not ok or isinstance(value, bool):
+    if not ok or isinstance(value, bool) or not math.isfinite(value):
         name = {"int": "an integer", "float": "a number"}[kind.__name__]
         fail(f"{what} must be {name}, got {value!r}", f"write {name}", needle, after)
     return kind(value)

@@ -74,9 +74,11 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     key = cache_key(family, train_cfg, device)
     path = Path(cache_dir) / f"{family.name}-{key[:16]}.npz"
     try:
-        return Trained(family, cache.load(path, key), train_cfg.steps, key, True)
+        T = len(family.instances)
+        shapes = {"W": (T, family.m, family.n_max), "b": (T, family.n_max), "final_loss": (T,)}
+        return Trained(family, cache.load(path, key, shapes), train_cfg.steps, key, True)
     except cache.CacheMiss as miss:
-        if path.exists():  # a missing entry is normal; a bad one is worth a line
+        if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
             log(str(miss))
     arrays = train_family(family, train_cfg, device, progress)
     arrays["final_loss"], arrays["corr"] = metrics.evaluate(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from errors import BuildError
 from precompute import cache, toy_model
 from precompute.metrics import REPRESENTED
 from precompute.models import lowest_loss
@@ -141,7 +142,19 @@ def train(sweep, toy, cfg, device="cpu"):
                     "represented": int(represented.sum()), **match,
                     "l0": float(l0[i]), "dead_fraction": float(dead[i]) / d,
                     "fvu": float(fvu[i])})
+        check_finite(out[-1], W_d_np[i])
     return out, {"W_d": W_d_np, "true_unit": true_unit, "true_norm": norms}
+
+
+def check_finite(row, W_d):
+    """A diverged SAE (NaN or infinite weights or metrics) is a build error naming its sweep
+    point, as train.check_finite does for the toy models, never a site saying "MMCS of nan"."""
+    if not (np.isfinite(W_d).all() and all(np.isfinite(v) for v in row.values()
+                                            if isinstance(v, float))):
+        raise BuildError(f"grid [sae.{row['target'].split('/')[0]}]",
+                         f"sparse autoencoder training diverged for {row['target']} "
+                         f"dict_size={row['dict_size']} l1={row['l1']:g}",
+                         "lower [sae_train] learning_rate or check that sweep point")
 
 
 def recovery(true_unit, represented, dictionary):

@@ -1,11 +1,13 @@
 """Read content/references.bib into validated entries and format them for the page."""
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import bibtexparser
+from bibtexparser.model import DuplicateBlockKeyBlock
 from markupsafe import escape
 
-from errors import BuildError
+from errors import BuildError, read_utf8
 
 REQUIRED = ("author", "title", "year", "url")
 
@@ -39,6 +41,33 @@ class Entry:
                 f"{escape(self.fields['title'])}</a>.{venue}")
 
 
+def _well_formed(raw):
+    """True if a raw field value is one or more {braced}, "quoted" or bare pieces joined by #:
+    a missing comma leaves the next field glued to the value ("{T} journal = {J}")."""
+    i, raw = 0, raw.strip()
+    while True:
+        if raw.startswith("{", i) or raw.startswith('"', i):
+            close, depth, i = "}" if raw[i] == "{" else '"', 0, i + 1
+            while i < len(raw) and not (raw[i] == close and depth == 0):
+                depth += {"{": 1, "}": -1}.get(raw[i], 0) if close == '"' or raw[i] != "}" \
+                    else -1
+                i += 1
+            if i == len(raw):
+                return False
+            i += 1
+        else:
+            bare = re.match(r"[\w.:+-]+", raw[i:])
+            if not bare:
+                return False
+            i += bare.end()
+        rest = re.match(r"\s*(#\s*)?", raw[i:])
+        i += rest.end()
+        if i == len(raw):
+            return not rest.group(1)
+        if not rest.group(1):
+            return False
+
+
 def _clean(value):
     return " ".join(value.replace("{", "").replace("}", "").split())
 
@@ -47,11 +76,22 @@ def load(path):
     path = Path(path)
     if not path.is_file():
         raise BuildError(path, "bibliography not found", "create it or restore it from git")
-    text = path.read_text()
+    text = read_utf8(path)
     library = bibtexparser.parse_string(text)
     for block in library.failed_blocks:
+        if isinstance(block, DuplicateBlockKeyBlock):
+            raise BuildError(path, f"duplicate BibTeX key '{block.key}'",
+                             "rename one of the entries or delete the copy", block.start_line + 1)
         raise BuildError(path, "malformed BibTeX entry", "check its braces, commas and key",
                          block.start_line + 1)
+    # The default parse strips each value's enclosing braces; the raw parse keeps them to check.
+    for e in bibtexparser.parse_string(text, parse_stack=[]).entries:
+        for f in e.fields:
+            if not _well_formed(str(f.value)):
+                raise BuildError(path, f"field '{f.key}' of entry '{e.key}' does not parse "
+                                 "cleanly (a missing comma?)",
+                                 "end every field with a comma and balance its braces",
+                                 f.start_line + 1)
     entries = {}
     for e in library.entries:
         fields = {f.key.lower(): _clean(str(f.value)) for f in e.fields}

@@ -40,9 +40,9 @@ class Essay:
     cited: dict = field(default_factory=dict)  # key -> how many times it is cited (backlinks)
 
 
-def scan(path, text, figure_ids, bib, facts=None):
+def scan(path, text, figure_ids, bib, facts):
     """Check every directive, citation, cross-reference and fact; return the figure order and
-    citation order. `facts` None skips fact values (for --check, before any training)."""
+    citation order. `facts` maps figure id -> its fact names (figures.facts() before training)."""
     figures, cites, in_code = [], [], False
     for no, line in enumerate(text.splitlines(), 1):
         if line.startswith("```"):
@@ -77,11 +77,15 @@ def scan(path, text, figure_ids, bib, facts=None):
             fig, _, fact = name.partition(".")
             if fig not in figure_ids or not fact:
                 raise fail(f"unknown fact '{name}'", "write {{ FIGURE-ID.fact }}")
-            if facts is not None and fact not in facts.get(fig, {}):
+            if fact not in facts.get(fig, {}):
                 raise fail(f"figure '{fig}' has no fact '{fact}'",
                            "use one of: " + ", ".join(sorted(facts.get(fig, {}))))
         if prose.replace("$$", "").count("$") % 2:
             raise fail("unbalanced $ in math", "close the math with a matching $")
+        # Convert the math now, facts standing in as 1, so --check catches bad TeX untrained.
+        for pattern, display in ((DISPLAY_MATH, True), (INLINE_MATH, False)):
+            for m in pattern.finditer(DISPLAY_MATH.sub("", prose) if not display else prose):
+                _math(FACT.sub("1", m.group(1)), display, path, no)
     for fig in set(XREF.findall(text)) - set(figures):
         raise BuildError(path, f"figure '{fig}' is cross-referenced but never placed",
                          f"add '::: figure {fig}'", None)

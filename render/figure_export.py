@@ -11,6 +11,7 @@ import statistics
 import markdown
 import vl_convert
 
+from errors import BuildError
 from precompute.figures import slider_labels
 from render import citation
 
@@ -39,7 +40,18 @@ def canonical_spec(fig):
 
 
 def spec_json(spec):
-    return json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return dumps(spec, "spec.vl.json")
+
+
+def dumps(obj, path, **kw):
+    """Compact, sorted JSON; NaN and infinity are refused, since bare NaN is not JSON and would
+    publish a file no browser can parse."""
+    try:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False, **kw)
+    except ValueError:
+        raise BuildError(path, "a value to publish is NaN or infinite (a model diverged?)",
+                         "lower the learning rate of the grid point that produced it") from None
 
 
 def script_safe(text):
@@ -81,7 +93,7 @@ def export(fig, number, out_dir, meta, build):
     (folder / "spec.vl.json").write_text(text)
     tables = {name: json.loads(df.to_json(orient="records", double_precision=10))
               for name, df in fig.tables.items()}
-    (folder / "data.json").write_text(json.dumps(tables, sort_keys=True, separators=(",", ":")))
+    (folder / "data.json").write_text(dumps(tables, folder / "data.json"))
     data = ["data.json"]
     for name, df in fig.tables.items():
         df.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")

@@ -1,7 +1,9 @@
 """Every HTML page and asset of the site, from the jinja2 templates in site_templates/."""
 import base64
+import hashlib
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import jinja2
@@ -12,6 +14,7 @@ from errors import BuildError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "site_templates"
 MATH_FONT = Path("/usr/share/texmf/fonts/opentype/public/lm-math/latinmodern-math.otf")
+DPKG_SUMS = Path("/var/lib/dpkg/info/fonts-lmodern.md5sums")  # what the Debian package shipped
 # No network origin anywhere; Vega compiles its expressions with Function(), hence unsafe-eval.
 CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'{inline}; style-src 'self' "
        "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'none'; "
@@ -61,9 +64,15 @@ def toc_html(tokens):
 
 
 def math_font():
+    """The font file, checked against the md5 its Debian package recorded (where dpkg did)."""
+    fix = "reinstall Debian's fonts-lmodern (sudo apt-get install --reinstall fonts-lmodern)"
     if not MATH_FONT.is_file():
-        raise BuildError(MATH_FONT, "the Latin Modern Math font is missing",
-                         "install Debian's fonts-lmodern (make site does it)")
+        raise BuildError(MATH_FONT, "the Latin Modern Math font is missing", fix)
+    rel = str(MATH_FONT.relative_to("/"))
+    sums = DPKG_SUMS.read_text().splitlines() if DPKG_SUMS.is_file() else []
+    want = [line.split()[0] for line in sums if line.endswith("  " + rel)]
+    if want and hashlib.md5(MATH_FONT.read_bytes()).hexdigest() != want[0]:
+        raise BuildError(MATH_FONT, "the font differs from what fonts-lmodern installed", fix)
     return MATH_FONT
 
 
@@ -78,14 +87,28 @@ def write_assets(out, cache_dir):
 
 
 def vega_bundle(cache_dir):
-    """Vega + Vega-Lite + Vega-Embed in one classic script; cached, as bundling takes a second."""
+    """Vega + Vega-Lite + Vega-Embed in one classic script; cached, as bundling takes a second.
+    The cached copy is published only if its size and sha256 match what vl-convert gave when it
+    was written (a .sha256 file beside it); otherwise it is rebuilt."""
     path = Path(cache_dir) / f"vega-bundle-{vl_convert.__version__}.js"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(vl_convert.javascript_bundle())
-        tmp.replace(path)
-    return path.read_text()
+    sums = path.with_name(path.name + ".sha256")
+    try:
+        data, want = path.read_bytes(), sums.read_text().split()
+        if want == [str(len(data)), hashlib.sha256(data).hexdigest()]:
+            return data.decode()
+        print(f"{path}: cached Vega runtime does not match its checksum; rebuilding",
+              file=sys.stderr)
+    except (OSError, UnicodeDecodeError):
+        pass  # not cached yet, or unreadable: rebuild
+    text = vl_convert.javascript_bundle()
+    data = text.encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check = f"{len(data)} {hashlib.sha256(data).hexdigest()}\n".encode()
+    for dest, content in ((path, data), (sums, check)):
+        tmp = dest.with_name(dest.name + ".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(dest)
+    return text
 
 
 def inline_assets(cache_dir):

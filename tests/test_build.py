@@ -1,6 +1,7 @@
 """The whole build: published layout and formats, security of the output, determinism, atomic
 replacement of the site, cache safety and one-line errors for bad input."""
 import hashlib
+import os
 import json
 import re
 import shutil
@@ -121,6 +122,25 @@ def test_check_mode_validates_without_training():
     assert "ok:" in proc.stdout and time.perf_counter() - t < 30
 
 
+def test_figure_fact_declarations_match_what_figures_build(trained):
+    """--check validates {{ id.fact }} against each module's FACTS, so those must be exact."""
+    assert {f.id: sorted(f.facts) for f in figures.build_all(trained)} == \
+        {fid: sorted(names) for fid, names in figures.facts().items()}
+
+
+@pytest.mark.parametrize("line, expect", [
+    (r"Bad TeX $\frac{$ here.", r"essay.md:3: cannot render math"),
+    ("We quote {{ superposition-panel.nope }}.",
+     r"essay.md:3: figure 'superposition-panel' has no fact 'nope'; use one of: .*sparsest"),
+])
+def test_check_catches_content_errors_without_training(tmp_path, line, expect):
+    content = copy_content(tmp_path)
+    (content / "essay.md").write_text(f"# T\n\n{line}\n")
+    proc = run_build("--check", "--content", content, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and re.search(expect, lines[0]), proc.stderr
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 def copy_content(tmp_path):
@@ -136,7 +156,21 @@ def copy_content(tmp_path):
     (lambda c: (c / "essay.md").write_text("::: chart x\n"), r"essay.md:1: malformed directive"),
     (lambda c: (c / "references.bib").write_text("@misc{k, title={t}, year={1}, url={u}}\n"),
      r"references.bib:1: entry 'k' is missing 'author'"),
-    (lambda c: (c / "meta.toml").write_text("title = 1\n"), r"meta.toml: missing 'title'"),
+    (lambda c: (c / "meta.toml").write_text("subtitle = 1\n"), r"meta.toml: missing 'title'"),
+    (lambda c: sub(c / "meta.toml", r'(?m)^title = .*', "title = 5"),
+     r"meta.toml:\d+: 'title' must be a quoted string, got 5; write title"),
+    (lambda c: sub(c / "meta.toml", r'(?m)^date = .*', "date = 2024-01-02"),
+     r"meta.toml:\d+: 'date' must be a quoted string, got datetime.date"),
+    (lambda c: sub(c / "meta.toml", r'(?m)^site_url = .*', "site_url = 5"),
+     r"meta.toml:\d+: 'site_url' must be a quoted string"),
+    (lambda c: (c / "essay.md").write_bytes(b"# T\n\ncaf\xe9\n"),
+     r"essay.md:3: byte 0xe9 is not UTF-8; save the file as UTF-8"),
+    (lambda c: sub(c / "references.bib", r"title = \{Toy Models of Superposition\},",
+                   "title = {Toy Models of Superposition}"),
+     r"references.bib:3: field 'title' of entry 'elhage2022toy' does not parse cleanly.*comma"),
+    (lambda c: (c / "references.bib").write_text(
+        (c / "references.bib").read_text() + (c / "references.bib").read_text().split("\n\n")[0]),
+     r"references.bib:\d+: duplicate BibTeX key 'elhage2022toy'; rename"),
 ])
 def test_bad_content_fails_in_one_line_and_writes_nothing(tmp_path, breakage, expect):
     content = copy_content(tmp_path)
@@ -147,6 +181,30 @@ def test_bad_content_fails_in_one_line_and_writes_nothing(tmp_path, breakage, ex
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and re.search(expect, lines[0])
     assert not out.exists() and not list(tmp_path.glob(".site.staging*"))
+
+
+def sub(path, pattern, repl):
+    text = path.read_text()
+    assert re.search(pattern, text), pattern
+    path.write_text(re.sub(pattern, repl, text, count=1))
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (lambda t: t.replace("weight_decay = 0.01", "weight_decay = -1"),
+     r":15: \[train\] weight_decay must be positive; set weight_decay"),
+    (lambda t: t.replace("learning_rate = 1e-3 ", "learning_rate = nan ", 1),
+     r":14: \[train\] learning_rate must be a number, got nan"),
+    (lambda t: t.replace("n = 20", "n = 1000000", 1),
+     r":\d+: \[family.superposition\] needs about \d+ GiB to train .* use fewer"),
+    (lambda t: 'extends = "nowhere.toml"\n', r":1: extends names .*nowhere.toml, which does not exist"),
+])
+def test_bad_grid_is_refused_by_check_in_one_line(tmp_path, edit, expect):
+    grid = tmp_path / "g.toml"
+    grid.write_text(edit((ROOT / "precompute" / "grid.toml").read_text()))
+    proc = run_build("--grid", grid, "--check", check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "g.toml" in lines[0], proc.stderr
+    assert re.search(expect, lines[0]), lines[0]
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
@@ -355,65 +413,96 @@ def test_provenance_prints_no_python_lists(site):
         assert "families" in provenance and not re.search(r"[\[{(](&#39;|')", provenance), fid
 
 
-# --- the output folder: only ever replace what the build made ----------------------------------
+# --- the --out guard: only a folder the build made is ever replaced -------------------------
 
-def _guard_cases(tmp):
-    notes = tmp / "notes"
-    notes.mkdir()
-    (notes / "todo.txt").write_text("mine")
-    a_file = tmp / "file.txt"
-    a_file.write_text("mine")
-    return {"non-empty folder without the marker": notes, "a file": a_file,
-            "the repository root": ROOT, "content/": ROOT / "content", "build/": ROOT / "build",
-            "the cache": ROOT / "build" / "cache", "inside content/": ROOT / "content" / "site",
-            "the empty string": "", "the filesystem root": "/", "the home folder": Path.home()}
+def guard(out):
+    return build.check_out(out, content=ROOT / "content", cache=ROOT / "build" / "cache")
 
 
-@pytest.mark.parametrize("case", [
-    "non-empty folder without the marker", "a file", "the repository root", "content/", "build/",
-    "the cache", "inside content/", "the empty string", "the filesystem root", "the home folder"])
-def test_out_guard_refuses_what_the_build_did_not_make(tmp_path, case):
-    """The guard alone, so "/" and $HOME are never the target of a real build."""
-    target = _guard_cases(tmp_path)[case]
-    with pytest.raises(build.BuildError) as e:
-        build.check_out(target, protected=[ROOT, ROOT / "content", ROOT / "build" / "cache"])
-    assert "--out" in str(e.value) and "\n" not in str(e.value)
+@pytest.mark.parametrize("out, expect", [
+    ("", "empty path"), ("/", "filesystem root or your home"),
+    (str(Path.home()), "filesystem root or your home"), ("~", "filesystem root or your home"),
+    (str(ROOT), "holds the repository"), (str(ROOT.parent), "holds the repository"),
+    (str(ROOT / "content"), "holds the repository"), (str(ROOT / "build"), "holds the repository"),
+    (str(ROOT / "build" / "cache"), "holds the repository"),
+    (str(ROOT / "content" / "site"), "inside the content"),
+    (str(ROOT / "build" / "cache" / "site"), "inside the content"),
+    (str(ROOT / "README.md"), "is a file"),
+])
+def test_out_guard_refuses_what_the_build_did_not_make(out, expect):
+    """Tested on the guard itself: no build ever runs against "/" or $HOME."""
+    with pytest.raises(build.BuildError, match=expect) as e:
+        guard(out)
+    assert "--out" in str(e.value) and "pass" in str(e.value)
 
 
-@pytest.mark.parametrize("case", ["non-empty folder without the marker", "a file",
-                                  "the repository root", "content/", "build/", "the cache",
-                                  "the empty string"])
-def test_build_refuses_bad_out_and_touches_nothing(tmp_path, case):
-    target = _guard_cases(tmp_path)[case]
-    watched = Path(target or ".").resolve()
-    before = tree(watched) if watched.is_dir() and watched != ROOT else None
-    before_bytes = watched.read_bytes() if watched.is_file() else None
-    git_before = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                                text=True).stdout
-    proc = run_build("--out", target, "--check", check=False)
-    assert proc.returncode == 2, proc.stderr
+def test_out_guard_accepts_new_empty_and_marked_folders(tmp_path):
+    assert guard(tmp_path / "new" / "site") == tmp_path / "new" / "site"
+    (tmp_path / "empty").mkdir()
+    guard(tmp_path / "empty")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "index.html").write_text("x")
+    with pytest.raises(build.BuildError, match="non-empty folder the build did not make"):
+        guard(tmp_path / "old")
+    (tmp_path / "old" / build.MARKER).write_text("")
+    guard(tmp_path / "old")
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda t: (t / "notes").mkdir() or (t / "notes" / "todo.txt").write_text("mine"), "notes"),
+    (lambda t: (t / "file.txt").write_text("mine"), "file.txt"),
+    (lambda t: None, str(ROOT)), (lambda t: None, str(ROOT / "content")),
+    (lambda t: None, str(ROOT / "build")), (lambda t: None, ""),
+])
+def test_out_refused_in_one_line_with_nothing_touched(tmp_path, make, name):
+    make(tmp_path)
+    out = tmp_path / name if name and not name.startswith("/") else name
+    before, repo = tree(tmp_path), subprocess.run(["git", "status", "--porcelain"], cwd=ROOT,
+                                                  capture_output=True, text=True).stdout
+    proc = run_build("--check", "--out", out, check=False)
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--out" in lines[0] and "e.g. --out build/site" in lines[0]
-    if before is not None:
-        assert tree(watched) == before
-    if before_bytes is not None:
-        assert watched.read_bytes() == before_bytes
+    assert proc.returncode == 2 and len(lines) == 1 and "--out" in lines[0], proc.stderr
+    assert tree(tmp_path) == before
     assert subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True,
-                          text=True).stdout == git_before
+                          text=True).stdout == repo
 
 
-def test_site_carries_the_marker_and_is_replaced_again(quick_grid, quick_site, tmp_path):
+def test_unwritable_out_is_refused_before_training(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as root: permissions are not enforced")
+        proc = run_build("--check", "--out", locked / "site", check=False)
+    finally:
+        locked.chmod(0o755)
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_killed_builds_staging_is_removed_by_the_next(quick_grid, quick_site, tmp_path):
     out = tmp_path / "site"
     shutil.copytree(quick_site / "site", out)
-    assert (out / build.MARKER).is_file()
+    leftover = tmp_path / ".site.staging-999999999"  # above pid_max: a process that is gone
+    (leftover / "figures").mkdir(parents=True)
     run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out", out)
+    assert not leftover.exists() and (out / build.MARKER).is_file()
     assert tree(out) == tree(quick_site / "site")
 
 
-def test_killed_build_leftover_staging_is_removed(quick_grid, quick_site, tmp_path):
-    dead = subprocess.Popen(["true"])
-    dead.wait()  # a PID that no longer runs, as after SIGKILL
-    leftover = tmp_path / f".site.staging-{dead.pid}"
-    (leftover / "figures").mkdir(parents=True)
-    run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out", tmp_path / "site")
-    assert not leftover.exists() and (tmp_path / "site" / build.MARKER).is_file()
+def test_sigint_during_training_of_a_background_job(quick_grid, tmp_path):
+    """A background job inherits SIGINT as ignored; the build still stops on it while it trains,
+    before any staging exists, and leaves the output untouched."""
+    out = tmp_path / "site"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "build.py"), "--quiet", "--grid", str(quick_grid),
+         "--cache", str(tmp_path / "cache"), "--out", str(out)], cwd=ROOT,
+        stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    first = proc.stderr.readline()  # the first family is trained; others are still to come
+    assert "models (trained" in first, first
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err
+    assert not out.exists() and not list(tmp_path.glob(".site.*"))

@@ -92,6 +92,11 @@ def ids():
     return [m.ID for m in _modules()]
 
 
+def facts():
+    """Figure id -> the fact names its build() returns, known without training (for --check)."""
+    return {m.ID: m.FACTS for m in _modules()}
+
+
 def required_families():
     """grid table ("NAME" or "sae.NAME") -> the first figure id that needs it."""
     need = {}

@@ -8,6 +8,7 @@ from precompute.figures import PALETTE, Figure
 
 ID = "concentration"
 FAMILIES = []
+FACTS = ('pairs', 'worst_error', 'm5', 'm512')  # the names build() puts in facts, for --check
 DIMENSIONS = [2, 3, 5, 8, 12, 20, 32, 50, 80, 128, 200, 320, 512]
 PAIRS = 4000
 SEED = 20221

@@ -12,6 +12,9 @@ from precompute.metrics import REPRESENTED
 ID = "dimensionality"
 FAMILY = "dimensionality"
 FAMILIES = [FAMILY]
+# the names build() puts in facts, for --check
+FACTS = ('n', 'm', 'half_from', 'half_to', 'half_points', 'at_3_4', 'at_2_3', 'at_1_2', 'at_2_5',
+         'at_3_8', 'dense_represented_3', 'dense_represented_5', 'dense_represented_7')
 FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
              Fraction(3, 8), Fraction(1, 3)]
 # Dense models here spread the m dimensions thinly over many features (norms near 0.45), so the

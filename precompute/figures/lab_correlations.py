@@ -19,6 +19,10 @@ ID = "lab-correlations"
 FAMILY = "privileged"
 BASIC = "superposition"
 FAMILIES = [FAMILY, BASIC]
+FACTS = ("dense_monosemantic", "dense_mixed_seeds", "dense_mixed_excess", "half_monosemantic",
+         "sparsest_density", "sparse_polysemantic", "all_polysemantic_from", "sparse_represented",
+         "seeds", "rotation_sparsity", "rotation_loss", "rotated_loss",
+         "basic_features_per_neuron", "rotated_features_per_neuron")
 MONOSEMANTIC = 0.9
 ROTATION_SPARSITY = 0.9  # the basic model rotated for the contrast
 ROTATION_SAMPLES = 1 << 16

@@ -13,6 +13,7 @@ from precompute.models import lowest_loss
 ID = "lab-interference"
 FAMILY = "packing2d"
 FAMILIES = [FAMILY]
+FACTS = ('pairs', 'acute_share', 'median_bias', 'models', 'even_spacing')  # the names build() puts in facts, for --check
 ANGLES = np.arange(0, 181, 3)
 BIASES = np.round(np.arange(-1.0, 0.501, 0.05), 2)
 

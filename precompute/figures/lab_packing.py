@@ -12,6 +12,9 @@ from precompute.models import lowest_loss
 ID = "lab-packing"
 FAMILY = "packing2d"
 FAMILIES = [FAMILY]
+# the names build() puts in facts, for --check
+FACTS = ('pentagon_sparsity', 'dense_represented_n5', 'dense_norm_sq_n5', 'square_sparsities',
+         'seeds')
 
 
 def is_square(W, live):

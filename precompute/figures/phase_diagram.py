@@ -12,6 +12,7 @@ from precompute.models import lowest_loss
 ID = "phase-diagram"
 FAMILY = "phase"
 FAMILIES = [FAMILY]
+FACTS = ('agreement', 'cells', 'agree_cells', 'seeds', 'unanimous')  # the names build() puts in facts, for --check
 
 
 def classify(W):

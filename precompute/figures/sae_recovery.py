@@ -9,6 +9,8 @@ from precompute.figures import PALETTE, Figure, arrows_from_origin, sparsity_lab
 
 ID = "sae-recovery"
 FAMILIES = ["sae.superposition", "sae.packing2d"]
+# the names build() puts in facts, for --check
+FACTS = ('m', 'n', 'best_at_n', 'best_at_m', 'targets')
 
 
 def build(trained):

@@ -12,6 +12,9 @@ ID = "superposition-panel"
 FAMILY = "superposition"
 LINEAR = "linear"
 FAMILIES = [FAMILY, LINEAR]
+# the names build() puts in facts, for --check
+FACTS = ('onset_sparsity', 'onset_before', 'linear_represented', 'relu_dense_represented',
+         'relu_sparse_represented', 'sparsest', 'seeds', 'eval_samples')
 
 
 def build(trained):
