@@ -148,7 +148,7 @@ def _extend(path, raw, fail):
         fail(f"extends names {base_path}, which does not exist",
              "name a grid file in the same folder", "extends")
     load_grid(base_path)
-    merged = tomllib.loads(base_read_utf8(path))
+    merged = tomllib.loads(read_utf8(base_path))
     for table, value in raw.items():
         nested = table in ("family", "sae") and isinstance(value, dict)
         merged[table] = {**merged.get(table, {}), **value} if nested else value

@@ -77,7 +77,7 @@ def test_paper_grid_extends_the_default(grid):
 def test_extends_errors_name_the_file(tmp_path):
     top = tmp_path / "top.toml"
     top.write_text('extends = "missing.toml"\n')
-    with pytest.raises(BuildError, match="missing.toml: grid config not found"):
+    with pytest.raises(BuildError, match=r"top.toml:1: extends names .*missing.toml, which does not exist"):
         config.load_grid(top)
     (tmp_path / "base.toml").write_text("[train]\nsteps = -1\n")
     top.write_text('extends = "base.toml"\n')
