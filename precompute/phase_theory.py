@@ -16,8 +16,9 @@ and feature 2's the same with a = w2^2, b2. The loss is their importance-weighte
 import numpy as np
 import torch
 
+from precompute.metrics import REPRESENTED  # the same threshold as for trained models
+
 REGIMES = ("not represented", "dedicated dimension", "superposition")
-REPRESENTED = 0.5  # |w_i| above this counts as represented, as for trained models
 _V = (torch.arange(128, dtype=torch.float64) + 0.5) / 128
 # The search: a grid over (w1 >= 0, w2, b) first (for fixed W, feature i's error depends on b_i
 # alone, so each bias is minimised on its own and the grid does not depend on r), then a local
@@ -48,8 +49,8 @@ def _C(c, k):
     return _quad_span(c ** 2, 2 * c * k, k ** 2, lo, hi)
 
 
-def _feature_error(p, a, c, b):
-    both = _A(a.unsqueeze(-1), c.unsqueeze(-1) * _V + b.unsqueeze(-1)).mean(-1)
+def _feature_error(p, a, c, b, v=_V):
+    both = _A(a.unsqueeze(-1), c.unsqueeze(-1) * v + b.unsqueeze(-1)).mean(-1)
     return ((1 - p) ** 2 * torch.relu(b) ** 2 + p * (1 - p) * (_A(a, b) + _C(c, b))
             + p ** 2 * both)
 
@@ -66,13 +67,10 @@ def _grid_errors(p):
     two tensors (len(_W1), len(_W2)), and the minimising biases."""
     w1, w2, b = _W1.view(-1, 1, 1), _W2.view(1, -1, 1), _B.view(1, 1, -1)
     c = w1 * w2
-    v = _V[::4]  # 32 points suffice to rank the grid; the descent uses all 128
     out = []
     for a in (w1 ** 2, w2 ** 2):
-        a = a.expand(len(_W1), len(_W2), 1)
-        both = _A(a.unsqueeze(-1), c.unsqueeze(-1) * v + b.unsqueeze(-1)).mean(-1)
-        err = ((1 - p) ** 2 * torch.relu(b) ** 2 + p * (1 - p) * (_A(a, b) + _C(c, b))
-               + p ** 2 * both)
+        # 32 quadrature points suffice to rank the grid; the descent uses all 128
+        err = _feature_error(p, a.expand(len(_W1), len(_W2), 1), c, b, _V[::4])
         best, arg = err.min(-1)
         out.append((best, _B[arg]))
     return out

@@ -34,10 +34,10 @@ def build(trained):
         inst = fam.instances[k]
         W, _, _ = tr.model(k)
         share = {regime: float(np.mean(found[:, cell] == regime)) for regime in phase_theory.REGIMES}
+        regime = found[inst.seed, cell]
         cells.append({"density": round(1.0 - inst.sparsity, 6), "importance": round(inst.importance[1], 6),
-                      "regime": found[k // fam.per_seed, cell], "theory": theory[cell],
-                      "agrees": bool(found[k // fam.per_seed, cell] == theory[cell]),
-                      "seeds_in_regime": share[found[k // fam.per_seed, cell]],
+                      "regime": regime, "theory": theory[cell], "agrees": bool(regime == theory[cell]),
+                      "seeds_in_regime": share[regime],
                       "share_not_represented": share["not represented"],
                       "share_dedicated": share["dedicated dimension"],
                       "share_superposition": share["superposition"],
