@@ -37,6 +37,7 @@ class Trained:
     steps: int
     key: str
     from_cache: bool
+    cache_dir: Path  # where its entry lives; products derived from it (phase_theory) cache there too
 
     def __len__(self):
         return len(self.family.instances)
@@ -76,7 +77,8 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     try:
         T = len(family.instances)
         shapes = {"W": (T, family.m, family.n_max), "b": (T, family.n_max), "final_loss": (T,)}
-        return Trained(family, cache.load(path, key, shapes), train_cfg.steps, key, True)
+        return Trained(family, cache.load(path, key, shapes), train_cfg.steps, key, True,
+                       Path(cache_dir))
     except cache.CacheMiss as miss:
         if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
             log(str(miss))
@@ -86,7 +88,7 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     arrays["eval_samples"] = np.array(train_cfg.eval_samples)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     cache.save(path, key, arrays)
-    return Trained(family, arrays, train_cfg.steps, key, False)
+    return Trained(family, arrays, train_cfg.steps, key, False, Path(cache_dir))
 
 
 def lowest_loss(trained):

@@ -13,9 +13,16 @@ its expected squared error splits by which features are active:
            A is C^1 in k, so 128 points put the error far below the gaps between solutions)
 and feature 2's the same with a = w2^2, b2. The loss is their importance-weighted mean.
 """
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 
+from precompute import cache
 from precompute.metrics import REPRESENTED  # the same threshold as for trained models
 
 REGIMES = ("not represented", "dedicated dimension", "superposition")
@@ -115,11 +122,10 @@ def regimes(densities, importances):
     return [classify(v[:2]) for v in w], w
 
 
-def boundaries(densities, importances):
-    """Where the predicted regime changes along the importance axis, for each density:
-    a list of {density, importance, boundary} points, boundary naming the two regimes."""
-    P, R = np.meshgrid(densities, importances, indexing="ij")
-    labels = np.array(regimes(P.ravel(), R.ravel())[0]).reshape(P.shape)
+def boundaries(densities, importances, labels):
+    """Where the regime `labels` (len(densities) x len(importances)) changes along the importance
+    axis, for each density: a list of {density, importance, boundary} points, boundary naming the
+    two regimes."""
     points = []
     for i, p in enumerate(densities):
         for k in range(1, len(importances)):
@@ -128,3 +134,42 @@ def boundaries(densities, importances):
                                "importance": float(np.sqrt(importances[k] * importances[k - 1])),
                                "boundary": " / ".join(sorted((labels[i, k - 1], labels[i, k])))})
     return points
+
+
+@dataclass
+class Theory:
+    regimes: list  # the predicted regime of each cell, in the order of one seed's instances
+    optimum: np.ndarray  # (cells, 4): the optimum's w1, w2, b1, b2 at each cell
+    boundaries: list  # boundaries() on a grid twice as fine in density and 41 importances
+
+
+def solve(family, cache_dir, log=lambda msg: print(msg, file=sys.stderr)):
+    """The theory for every cell of a phase family and its boundaries on a finer grid. Solving
+    takes seconds, so the optima are cached under cache_dir (as precompute/cache.py: key and
+    checksum checked, a bad entry reported in one line and solved again), keyed on the (p, r)
+    pairs, this file and the torch version."""
+    cells = family.instances[:family.per_seed]  # seed-major: seed 0's instances are the cells
+    p = [1.0 - i.sparsity for i in cells]
+    r = [i.importance[1] for i in cells]
+    # the figure's cell coordinates (rounded as its table rounds them) span the finer grid
+    densities = sorted({round(v, 6) for v in p})
+    importances = sorted({round(v, 6) for v in r})
+    fine_p = np.geomspace(min(densities), max(densities), 2 * len(densities) - 1)
+    fine_r = np.geomspace(min(importances), max(importances), 41)
+    P, R = np.meshgrid(fine_p, fine_r, indexing="ij")
+    all_p = np.concatenate([p, P.ravel()])
+    all_r = np.concatenate([r, R.ravel()])
+    key = hashlib.sha256(json.dumps({
+        "p": all_p.tolist(), "r": all_r.tolist(), "torch": torch.__version__,
+        "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}).encode()).hexdigest()
+    path = Path(cache_dir) / f"theory-{family.name}-{key[:16]}.npz"
+    try:
+        w = cache.load(path, key, {"w": (len(all_p), 4)})["w"]
+    except cache.CacheMiss as miss:
+        if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
+            log(str(miss))
+        w = optimum(all_p, all_r)[1]
+        cache.save(path, key, {"w": w})
+    labels = [classify(v[:2]) for v in w]
+    fine = np.array(labels[len(p):]).reshape(P.shape)
+    return Theory(labels[:len(p)], w[:len(p)], boundaries(fine_p, fine_r, fine))

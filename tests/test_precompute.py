@@ -2,6 +2,7 @@
 paper's results (Elhage et al. 2022) and against the mathematics, not against themselves."""
 import itertools
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -250,9 +251,7 @@ def test_phase_diagram_matches_theory(trained):
     cell lands in the regime of the exact-loss optimum on at least 97% of cells."""
     tr = trained["phase"]
     best = lowest_loss(tr)
-    points = [tr.family.instances[k] for k in best]
-    theory, _ = phase_theory.regimes([1 - i.sparsity for i in points],
-                                     [i.importance[1] for i in points])
+    theory = phase_theory.solve(tr.family, tr.cache_dir).regimes
     agree = [classify(tr.model(k)[0]) == t for k, t in zip(best, theory)]
     share = float(np.mean(agree))
     print(f"phase diagram: trained models agree with theory on {sum(agree)}/{len(agree)} "
@@ -373,6 +372,28 @@ def test_sae_config_errors_name_the_table(tmp_path):
 
 
 # --- cache -----------------------------------------------------------------------------------
+
+def test_phase_theory_is_cached_and_a_bad_entry_is_solved_again(tmp_path, monkeypatch):
+    cell = lambda s, r: SimpleNamespace(sparsity=s, importance=[1.0, r])
+    family = SimpleNamespace(name="phase", per_seed=2, instances=[cell(0.0, 2.0), cell(0.99, 1.0)])
+    first = phase_theory.solve(family, tmp_path)
+    assert first.regimes == phase_theory.regimes([1.0, 0.01], [2.0, 1.0])[0]
+    (entry,) = tmp_path.glob("theory-phase-*.npz")
+    solve = phase_theory.optimum
+
+    def counted(*args):
+        calls.append(1)
+        return solve(*args)
+    calls, lines = [], []
+    monkeypatch.setattr(phase_theory, "optimum", counted)
+    again = phase_theory.solve(family, tmp_path, log=lines.append)
+    assert not calls and not lines, "a good entry is read, not solved again"
+    assert again.regimes == first.regimes and again.boundaries == first.boundaries
+    entry.write_bytes(entry.read_bytes()[:-40])  # truncated
+    again = phase_theory.solve(family, tmp_path, log=lines.append)
+    assert len(calls) == 1 and len(lines) == 1 and "checksum" in lines[0] and "\n" not in lines[0]
+    assert np.array_equal(again.optimum, first.optimum)
+
 
 def test_cache_round_trip_and_every_bad_entry(tmp_path):
     path, arrays = tmp_path / "f.npz", {"W": np.arange(6.0).reshape(2, 3)}

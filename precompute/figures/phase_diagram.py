@@ -26,9 +26,8 @@ def build(trained):
     best = lowest_loss(tr)
     found = np.array([classify(tr.model(k)[0]) for k in range(len(fam.instances))]).reshape(
         fam.seeds, fam.per_seed)
-    points = [fam.instances[k] for k in best]
-    theory, optimum = phase_theory.regimes([1.0 - i.sparsity for i in points],
-                                           [i.importance[1] for i in points])
+    solved = phase_theory.solve(fam, tr.cache_dir)
+    theory, optimum = solved.regimes, solved.optimum
     cells = []
     for cell, k in enumerate(best):
         inst = fam.instances[k]
@@ -48,9 +47,7 @@ def build(trained):
     cells = pd.DataFrame(cells)
     densities = sorted(cells.density.unique())
     importances = sorted(cells.importance.unique())
-    fine_p = np.geomspace(min(densities), max(densities), 2 * len(densities) - 1)
-    fine_r = np.geomspace(min(importances), max(importances), 41)
-    bounds = pd.DataFrame(phase_theory.boundaries(fine_p, fine_r))
+    bounds = pd.DataFrame(solved.boundaries)
     agreement = float(cells.agrees.mean())
     facts = {"agreement": f"{100 * agreement:.0f}%", "cells": len(cells),
              "agree_cells": int(cells.agrees.sum()), "seeds": fam.seeds,
