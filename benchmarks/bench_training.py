@@ -4,12 +4,14 @@
 other load on the machine hits both alike, and the whole grid against one-model-at-a-time training.
 
     python benchmarks/bench_training.py [--grid FILE] [--family NAME ...] [--steps 300]
-                                        [--rounds 3] [--cold]
+                                        [--rounds 3] [--cold] [--skip]
 
 Prints, per family, the median over rounds of reference time / our time for the same steps
 (range in brackets), then the whole grid's training time at the grid's step count, batched and
 as one reference model per grid point (timed on one model per feature count, scaled up).
 --cold also trains the whole grid into an empty cache (the build's cold training time).
+--skip instead times our trainer's two paths against each other per family: every batch column
+(dense) against skipping the columns that are all zero (Trainer.step_skipping).
 """
 import argparse
 import statistics
@@ -48,6 +50,17 @@ def compare(fam, cfg, steps, rounds):
     return min(t_ours), min(t_ref), [r / o for r, o in zip(t_ref, t_ours)]
 
 
+def compare_skip(fam, cfg, steps, rounds):
+    """(skipping s/step, dense s/step, ratios per round): our trainer's two paths, alternating."""
+    dense, skip = Trainer(fam, cfg, skip_zero_columns=False), Trainer(fam, cfg, skip_zero_columns=True)
+    seconds_per_step(dense.step, 20), seconds_per_step(skip.step, 20)  # warm up
+    t_dense, t_skip = [], []
+    for _ in range(rounds):
+        t_dense.append(seconds_per_step(dense.step, steps))
+        t_skip.append(seconds_per_step(skip.step, steps))
+    return min(t_skip), min(t_dense), [d / s for d, s in zip(t_dense, t_skip)]
+
+
 def one_at_a_time(fam, cfg, steps):
     """Seconds per step for all of the family's models trained one by one: a single-instance
     reference model per feature count n, timed, times the number of models of that n."""
@@ -67,10 +80,22 @@ def main():
     ap.add_argument("--steps", type=int, default=300, help="steps of ours per round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="also train the whole grid, cold cache")
+    ap.add_argument("--skip", action="store_true",
+                    help="time skipping all-zero batch columns against the dense step instead")
     args = ap.parse_args()
     grid = config.load_grid(args.grid)
     names = args.family or list(grid.families)
     cfg, full = grid.train, grid.train.steps
+    if args.skip:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds "
+              f"of {args.steps} steps, each path")
+        print(f"{'family':16}{'models':>7}{'skip ms/step':>13}{'dense ms/step':>14}{'speedup':>21}")
+        for name in names:
+            fam = grid.families[name]
+            t_skip, t_dense, ratios = compare_skip(fam, cfg, args.steps, args.rounds)
+            print(f"{name:16}{len(fam.instances):>7}{t_skip * 1e3:>13.2f}{t_dense * 1e3:>14.2f}"
+                  f"{statistics.median(ratios):>8.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
+        return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of "
           f"{args.steps} steps (ours) against {max(20, args.steps // 4)} (reference)")
     print(f"{'family':16}{'models':>7}{'ours ms/step':>13}{'ref ms/step':>12}{'speedup':>21}")

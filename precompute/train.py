@@ -8,6 +8,7 @@ instead of one per instance. Seeds differ in both their initialisation and their
 """
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ CHUNK_BYTES = 4 << 20
 class Trainer:
     """One family's training state; step() draws a fresh batch and takes one AdamW step."""
 
-    def __init__(self, family, cfg, device="cpu"):
+    def __init__(self, family, cfg, device="cpu", skip_zero_columns=None):
         self.batch = Batch(family, device)
         self.W, self.b = self.batch.init_weights()
         self.W.grad, self.b.grad = torch.zeros_like(self.W), torch.zeros_like(self.b)
@@ -81,10 +82,19 @@ class Trainer:
         per_chunk = CHUNK_BYTES // (4 * family.n_max * cfg.batch_size)
         self.chunks = chunks(family.seeds, family.per_seed, per_chunk)
         size = max(sl.stop - sl.start for _, sl in self.chunks)
+        self.plan, work = density_chunks(self.batch, self.coef, cfg.batch_size)
+        self.skip = work <= SKIP_BELOW if skip_zero_columns is None else skip_zero_columns
+        if self.skip:
+            self.order = torch.cat([c.idx for c in self.plan])
+            size = max(size, *(len(c.idx) for c in self.plan))
+            self.r_sorted = torch.empty_like(self.r)
+            self.dW, self.db = torch.empty_like(self.W), torch.empty_like(self.b)
         self.ws = toy_model.Workspace(size, family.m, family.n_max, cfg.batch_size, device)
 
     def step(self, want_loss=False):
         """One training step on every instance; returns the per-instance loss if want_loss."""
+        if self.skip:
+            return self.step_skipping(want_loss)
         self.r.uniform_(generator=self.gen)
         bt, inv_p, losses = self.batch, self.batch.inv_p, []
         for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
@@ -98,6 +108,104 @@ class Trainer:
                 self.b.grad[sl], bt.relu, *scored, hidden_relu=bt.hidden_relu))
         self.opt.step()
         return torch.cat(losses) if want_loss else None
+
+    def step_skipping(self, want_loss=False):
+        """step() without the batch columns that are all zero for an instance: the same draw,
+        its columns sorted per seed by min_i r_i (a permutation of the batch changes no mean over
+        it), so that an instance of density p needs only the prefix of columns with
+        min_i r_i / p < 1; loss_and_grad_prefix adds the rest in closed form."""
+        bt, B, losses = self.batch, self.r.shape[2], []
+        self.r.uniform_(generator=self.gen)
+        key = self.r.amin(1)
+        if key.is_cpu:  # numpy's sort of (seeds x batch) keys was 5x faster than torch's here
+            perm = torch.from_numpy(np.argsort(key.numpy(), axis=1))
+        else:
+            perm = key.argsort(1)
+        key = key.gather(1, perm)
+        torch.gather(self.r, 2, perm.unsqueeze(1).expand_as(self.r), out=self.r_sorted)
+        for c in self.plan:
+            # x = r / p is zero where r / p >= 1 (threshold_ below): the same float products
+            kept = max(1, int((key[c.seeds] * c.inv_p_min < 1).sum(1).max()))
+            I = len(c.idx)
+            ws = self.ws.prefix(I, kept)
+            x = ws.x.view(c.inv_p.shape[0], c.inv_p.shape[1], -1, kept)
+            xn = toy_model.sample_negated_inputs(self.r_sorted[c.seeds, :, :kept].unsqueeze(1),
+                                                 c.inv_p, x)
+            dW, db = self.dW[:I], self.db[:I]
+            scored = (c.importance, c.n) if want_loss else (None, None)
+            losses.append(toy_model.loss_and_grad_prefix(
+                self.W.index_select(0, c.idx), self.b.index_select(0, c.idx), xn.flatten(0, 1),
+                c.coef, ws, dW, db, B, bt.relu, *scored, hidden_relu=bt.hidden_relu))
+            self.W.grad.index_copy_(0, c.idx, dW)
+            self.b.grad.index_copy_(0, c.idx, db)
+        self.opt.step()
+        if not want_loss:
+            return None
+        return torch.empty_like(self.order, dtype=self.W.dtype).index_copy_(
+            0, self.order, torch.cat(losses))
+
+
+# step_skipping is used where its chunks' expected work (entries and fixed costs, below) is at most
+# this share of the dense step's: measured with benchmarks/bench_training.py --skip, it paid on
+# phase (0.41 of the work: 1.4-1.7x per step) and packing2d (0.71: 1.1x), not on privileged (0.76:
+# 0.94-1.05x), where the per-instance matrix products, whose fixed costs do not shrink with the
+# columns, are most of the step.
+SKIP_BELOW = 0.73
+# A chunk's fixed cost (a dozen operator calls) in (instance x feature x column) entries' worth of
+# work, for grouping densities into chunks.
+CHUNK_OVERHEAD = 50_000
+
+
+@dataclass
+class DensityChunk:
+    seeds: slice  # the seeds whose draws it reads
+    idx: torch.Tensor  # its instances, seed-major: seeds x positions within a seed
+    inv_p_min: float  # 1/p of its densest feature
+    inv_p: torch.Tensor  # (seeds, positions, n_max, 1)
+    coef: torch.Tensor
+    importance: torch.Tensor
+    n: torch.Tensor
+
+
+def density_chunks(batch, coef, columns):
+    """Chunks of instances with similar densities, across seeds, for step_skipping: positions
+    within a seed (the same grid point for every seed) sorted densest first, cut where the
+    expected work of the widest member plus a chunk's fixed cost is least, then split by seeds to
+    about CHUNK_BYTES. Returns the chunks and their expected work as a share of the dense step's."""
+    seeds, per_seed, n_max = batch.inv_p.shape[:3]
+    inv_p = batch.inv_p[0, :, :, 0].amin(1).cpu().numpy()  # the densest feature of each position
+    order = np.argsort(inv_p, kind="stable")
+    groups = [order[inv_p[order] == v] for v in np.unique(inv_p)]  # one per density, densest first
+    # expected columns with any of n_max features active (padding counts: conservative)
+    width = [columns * (1 - (1 - 1 / inv_p[g[0]]) ** n_max) for g in groups]
+
+    def cost(a, b):  # groups a..b-1 as one chunk (split by seeds if large)
+        entries = seeds * sum(len(g) for g in groups[a:b]) * n_max * width[a]
+        return entries + CHUNK_OVERHEAD * max(1, math.ceil(4 * entries / CHUNK_BYTES))
+    best, cut = [0.0], [0]
+    for b in range(1, len(groups) + 1):
+        a = min(range(b), key=lambda a: best[a] + cost(a, b))
+        best.append(best[a] + cost(a, b))
+        cut.append(a)
+    dense = seeds * per_seed * n_max * columns
+    work = best[-1] / (dense + CHUNK_OVERHEAD * max(1, math.ceil(4 * dense / CHUNK_BYTES)))
+    spans, b = [], len(groups)
+    while b:
+        spans.append((cut[b], b))
+        b = cut[b]
+    out = []
+    for a, b in reversed(spans):
+        pos = torch.as_tensor(np.sort(np.concatenate(groups[a:b])), device=batch.inv_p.device)
+        bytes_per_seed = 4 * len(pos) * n_max * width[a]
+        step = max(1, int(CHUNK_BYTES // bytes_per_seed))
+        for s in range(0, seeds, step):
+            sl = slice(s, min(s + step, seeds))
+            idx = (torch.arange(sl.start, sl.stop, device=pos.device).view(-1, 1) * per_seed
+                   + pos).flatten()
+            out.append(DensityChunk(sl, idx, float(inv_p[groups[a][0]]),
+                                    batch.inv_p[sl][:, pos], coef[idx], batch.importance[idx],
+                                    batch.n[idx]))
+    return out, work
 
 
 def chunks(seeds, per_seed, size):

@@ -132,7 +132,7 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu):
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
 
 
-@pytest.mark.parametrize("chunk", ["two instances", "whole seeds"])
+@pytest.mark.parametrize("chunk", ["two instances", "whole seeds", "skipping zero columns"])
 def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, chunk):
     """The trainer (hand-written gradient, chunks, fused AdamW) against autograd on the same
     inputs with the unfused AdamW: after 1000 steps, loss to 1e-5 relative and W, b to 1e-5."""
@@ -140,7 +140,7 @@ def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, chunk):
     cfg = replace(grid.train, steps=1000)
     if chunk == "two instances":
         monkeypatch.setattr(train, "CHUNK_BYTES", 2 * 20 * cfg.batch_size * 4)
-    fast = train.Trainer(fam, cfg)
+    fast = train.Trainer(fam, cfg, skip_zero_columns=chunk == "skipping zero columns")
     assert len(fast.chunks) == (4 if chunk == "two instances" else 1)
     batch = train.Batch(fam, "cpu")
     W, b = (t.requires_grad_() for t in batch.init_weights())
@@ -159,6 +159,39 @@ def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, chunk):
     assert torch.allclose(fast_loss, loss, rtol=1e-5, atol=0)
     assert torch.allclose(fast.W, W, rtol=0, atol=1e-5)
     assert torch.allclose(fast.b, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("n, m, activation, hidden", [
+    (2, 1, "relu", "linear"),  # the phase diagram's model
+    (10, 5, "relu", "relu"),  # the privileged basis
+    (20, 5, "linear", "linear"),  # the linear model
+    ([2, 5, 7], 2, "relu", "linear"),  # padded feature counts, as packing2d
+])
+@pytest.mark.parametrize("overhead", [0, train.CHUNK_OVERHEAD])  # many density chunks, or few
+def test_skipping_zero_columns_is_the_dense_step(grid, monkeypatch, n, m, activation, hidden,
+                                                 overhead):
+    """step_skipping against the dense step on the same draw and weights (bias partly positive,
+    so that all-zero columns carry loss and gradient): loss and gradients to 1e-6 relative."""
+    spec = {"n": n, "m": m, "sparsity": [0.0, 0.5, 0.9, 0.99], "seeds": 3,
+            "importance_decay": 0.8, "activation": activation, "hidden_activation": hidden}
+    fam = config._family("skip", spec, lambda msg, fix, *a: pytest.fail(msg))
+    monkeypatch.setattr(train, "CHUNK_OVERHEAD", overhead)
+    widths, prefix = [], toy_model.loss_and_grad_prefix
+    monkeypatch.setattr(toy_model, "loss_and_grad_prefix",
+                        lambda W, b, xn, *a, **k: widths.append(xn.shape[2]) or prefix(W, b, xn, *a, **k))
+    dense = train.Trainer(fam, grid.train, skip_zero_columns=False)
+    skip = train.Trainer(fam, grid.train, skip_zero_columns=True)
+    gen = torch.Generator().manual_seed(1)
+    W = torch.randn(dense.W.shape, generator=gen) * (dense.W != 0)  # padding stays zero
+    b = torch.randn(dense.b.shape, generator=gen) * 0.3
+    for trainer in (dense, skip):
+        trainer.W.data.copy_(W)
+        trainer.b.data.copy_(b)
+    close = lambda a, e: float((a - e).abs().max()) <= 1e-6 * float(e.abs().max())
+    assert close(skip.step(want_loss=True), dense.step(want_loss=True))
+    assert close(skip.W.grad, dense.W.grad) and close(skip.b.grad, dense.b.grad)
+    if overhead == 0:  # one chunk per density: the sparsest skips most columns
+        assert len(widths) == 4 and min(widths) < grid.train.batch_size / 4
 
 
 def test_training_is_deterministic(grid):
