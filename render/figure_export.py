@@ -7,11 +7,16 @@ import json
 import re
 import shutil
 import statistics
+import sys
+
+from pathlib import Path
 
 import markdown
+import numpy as np
 import vl_convert
 
 from errors import BuildError
+from precompute import cache
 from precompute.figures import slider_labels
 from render import citation
 
@@ -83,7 +88,25 @@ def provenance_families(fig, trained, grid):
     return out
 
 
-def export(fig, number, out_dir, meta, build):
+def static_images(fig_id, spec, sha, cache_dir):
+    """The spec's SVG and PNG (2x). Drawing them took about 3 s of every build on this machine,
+    so they are cached beside the models, keyed on the spec's sha256 and the vl-convert version,
+    and checked like a model entry."""
+    key = hashlib.sha256(json.dumps({"spec": sha, "vl_convert": vl_convert.__version__,
+                                     "png_scale": 2}).encode()).hexdigest()
+    path = Path(cache_dir) / f"static-{fig_id}-{key[:16]}.npz"
+    try:
+        arrays = cache.load(path, key)
+        return str(arrays["svg"]), arrays["png"].tobytes()
+    except cache.CacheMiss as miss:
+        if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
+            print(miss, file=sys.stderr)
+    svg, png = vl_convert.vegalite_to_svg(spec), vl_convert.vegalite_to_png(spec, scale=2)
+    cache.save(path, key, {"svg": np.array(svg), "png": np.frombuffer(png, np.uint8)})
+    return svg, png
+
+
+def export(fig, number, out_dir, meta, build, cache_dir):
     """Write the figure's files; return its record (manifest fields plus page fields)."""
     folder = out_dir / "figures" / fig.id
     folder.mkdir(parents=True, exist_ok=True)
@@ -98,8 +121,9 @@ def export(fig, number, out_dir, meta, build):
     for name, df in fig.tables.items():
         df.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")
         data.append(f"{name}.csv")
-    (folder / "figure.svg").write_text(vl_convert.vegalite_to_svg(spec))
-    (folder / "figure.png").write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
+    svg, png = static_images(fig.id, spec, sha, cache_dir)
+    (folder / "figure.svg").write_text(svg)
+    (folder / "figure.png").write_bytes(png)
     vpath = version_path(fig.id, sha)
     versioned = out_dir / vpath
     versioned.mkdir(parents=True)

@@ -6,7 +6,7 @@ import pytest
 
 from errors import BuildError
 from precompute import figures
-from render import bibliography, essay, pages
+from render import bibliography, essay, figure_export, pages
 
 ROOT = Path(__file__).resolve().parent.parent
 BIB = bibliography.load(ROOT / "content" / "references.bib")
@@ -93,3 +93,22 @@ def test_template_errors_are_build_errors(tmp_path, monkeypatch):
         pages.render(env, "broken.html")
     with pytest.raises(BuildError, match=r"undefined.html: template error"):
         pages.render(env, "undefined.html")
+
+
+def test_static_images_are_cached_and_a_bad_entry_is_drawn_again(tmp_path, monkeypatch, capsys):
+    spec = {"$schema": "https://vega.github.io/schema/vega-lite/v5.json", "mark": "point",
+            "data": {"values": [{"x": 1, "y": 2}]},
+            "encoding": {"x": {"field": "x", "type": "quantitative"},
+                         "y": {"field": "y", "type": "quantitative"}}}
+    svg, png = figure_export.static_images("f", spec, "a" * 64, tmp_path)
+    assert svg.startswith("<svg") and png.startswith(b"\x89PNG")
+    (entry,) = tmp_path.glob("static-f-*.npz")
+    draw, drawn = figure_export.vl_convert.vegalite_to_svg, []
+    monkeypatch.setattr(figure_export.vl_convert, "vegalite_to_svg",
+                        lambda s: drawn.append(1) or draw(s))
+    assert figure_export.static_images("f", spec, "a" * 64, tmp_path) == (svg, png)
+    assert not drawn and not capsys.readouterr().err, "a good entry is read, not drawn again"
+    entry.write_bytes(entry.read_bytes()[:-40])  # truncated
+    assert figure_export.static_images("f", spec, "a" * 64, tmp_path) == (svg, png)
+    err = capsys.readouterr().err
+    assert len(drawn) == 1 and "checksum" in err and err.count("\n") == 1
