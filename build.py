@@ -46,7 +46,8 @@ def main(argv=None):
     bib = bibliography.load(content / "references.bib")
     essay_path = content / "essay.md"
     essay_text = read_text(essay_path)
-    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts())
+    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts(),
+                           meta["allow_raw_html"])
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
               f"models in {len(grid.families)} families), {essay_path.name}, "
@@ -92,7 +93,8 @@ def main(argv=None):
             # The offline edition links to other pages only where it knows their address.
             root = offline_root(meta) if inline else ""
             doc = essay.render(essay_path, essay_text, set(figs), bib,
-                               {i: f.facts for i, f in figs.items()}, block(root, inline))
+                               {i: f.facts for i, f in figs.items()}, block(root, inline),
+                               meta["allow_raw_html"])
             name = "superposition-offline.html" if inline else "index.html"
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
@@ -220,6 +222,10 @@ def read_meta(path):
         if key in meta and not isinstance(meta[key], str):
             raise BuildError(path, f"'{key}' must be a quoted string, got {meta[key]!r}",
                              f'write {key} = "..."', line_of(read_text(path), key))
+    if not isinstance(meta.setdefault("allow_raw_html", False), bool):
+        raise BuildError(path, f"'allow_raw_html' must be true or false, got "
+                         f"{meta['allow_raw_html']!r}", "write allow_raw_html = true (unquoted) "
+                         "or remove the line", line_of(read_text(path), "allow_raw_html"))
     return meta
 
 
