@@ -116,6 +116,54 @@ def test_output_is_safe_and_relative(site):
     assert not re.search(r"url\((['\"]?)(https?:)?//", css)
 
 
+class Inline(HTMLParser):
+    """A page's inline code: executable <script> and <style> bodies, and inline attributes."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.bodies, self.attributes, self.csp, self.open = {"script": [], "style": []}, [], None, None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "meta" and a.get("http-equiv") == "Content-Security-Policy":
+            self.csp = a["content"]
+        self.attributes += [name for name in a if name == "style" or name.startswith("on")]
+        code = tag == "style" or (tag == "script" and "src" not in a and
+                                  a.get("type", "text/javascript") == "text/javascript")
+        self.open = tag if code else None
+        if code:
+            self.bodies[tag].append("")
+
+    def handle_data(self, data):
+        if self.open:
+            self.bodies[self.open][-1] += data
+
+    def handle_endtag(self, tag):
+        self.open = None
+
+
+def test_csp_allows_exactly_each_pages_own_inline_code(site):
+    """No 'unsafe-inline' anywhere: the offline edition's and 404.html's own <script> and <style>
+    bodies, hashed from the bytes written, are the only inline code a page may run."""
+    import base64
+    counts = {}
+    for page in site.rglob("*.html"):
+        p = Inline()
+        p.feed(page.read_text())
+        assert p.csp and "'unsafe-inline'" not in p.csp and p.attributes == [], page
+        script_src, style_src = (re.search(rf"{d} ([^;]*)", p.csp).group(1).split()
+                                 for d in ("script-src", "style-src"))
+        digest = lambda body: "'sha256-" + base64.b64encode(
+            hashlib.sha256(body.encode()).digest()).decode() + "'"
+        assert sorted(digest(b) for b in p.bodies["script"]) == \
+            sorted(s for s in script_src if s.startswith("'sha256-")), page
+        assert sorted(digest(b) for b in p.bodies["style"]) == \
+            sorted(s for s in style_src if s.startswith("'sha256-")), page
+        counts[page.name] = (len(p.bodies["script"]), len(p.bodies["style"]))
+    # The offline edition's Vega runtime and site.js, and its stylesheet; 404's stylesheet.
+    assert counts["superposition-offline.html"] == (2, 1) and counts["404.html"] == (0, 1)
+
+
 def test_check_mode_validates_without_training():
     t = time.perf_counter()
     proc = run_build("--check")
@@ -469,17 +517,26 @@ def test_out_refused_in_one_line_with_nothing_touched(tmp_path, make, name):
 
 
 def test_unwritable_out_is_refused_before_training(tmp_path):
+    """Mode 555 locks out a user; root ignores modes, so as root the folder is made immutable
+    (chattr +i), which the kernel enforces on root too."""
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o555)
+    immutable = False
     try:
         if os.access(locked, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
+            immutable = subprocess.run(["chattr", "+i", str(locked)],
+                                       capture_output=True).returncode == 0
+            if not immutable or os.access(locked, os.W_OK):
+                pytest.skip("root ignores modes, and chattr +i is not available here")
         proc = run_build("--check", "--out", locked / "site", check=False)
     finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(locked)], check=True)
         locked.chmod(0o755)
     assert proc.returncode == 2 and "not writable" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    assert len(proc.stderr.strip().splitlines()) == 1 and str(locked) in proc.stderr
+    assert list(locked.iterdir()) == []
 
 
 def test_killed_builds_staging_is_removed_by_the_next(quick_grid, quick_site, tmp_path):
