@@ -48,12 +48,13 @@ def main(argv=None):
     essay_text = read_text(essay_path)
     placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts(),
                            meta["allow_raw_html"])
+    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
+    build = build_info(args)
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
               f"models in {len(grid.families)} families), {essay_path.name}, "
               f"{len(bib)} references, {len(figures.ids())} figure ids")
         return 0
-    build = build_info(args)
 
     # 2. Train every family of the grid (or take it from the cache).
     device = resolve_device(args.device)
@@ -73,7 +74,6 @@ def main(argv=None):
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
     env = pages.environment()
-    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
     with staging(out_dir) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build)

@@ -62,8 +62,7 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
             # fenced_code copies a fence's attribute list ({ .py onclick=... }) into the page
             handler = UNSAFE_ATTRIBUTE.search(line)
             if handler and not allow_raw_html:
-                raise fail(f"attribute '{handler.group(1)}' is not allowed in the essay",
-                           "remove it (event handlers and inline styles are not markdown), " + TRUST)
+                raise fail(*_attribute(handler.group(1))[1:])
         prose_lines.append("" if in_code else CODE_SPAN.sub("", line))
         if in_code:
             continue
@@ -123,8 +122,8 @@ def _refuse_untrusted(path, text, prose_lines, figures, cites, bib):
     md.convert(text)
     if found:
         def line(needles):
-            hits = [no for no, prose in enumerate(prose_lines, 1) for n in needles if n and n in prose]
-            return min(hits, default=None)
+            return min((no for no, prose in enumerate(prose_lines, 1)
+                        for n in needles if n and n in prose), default=None)
         needles, message, fix = min(found, key=lambda f: line(f[0]) or len(prose_lines) + 1)
         raise BuildError(path, message, fix, line(needles))
 
@@ -134,6 +133,11 @@ def _raw_html(fragment):
     shown = first if len(first) <= 60 else first[:57] + "..."
     return ([first], f"raw HTML {shown!r} is not allowed in the essay",
             "write it in markdown (a literal < as &lt; or inside `code`), " + TRUST)
+
+
+def _attribute(name):
+    return ([f"{name}="], f"attribute '{name}' is not allowed in the essay",
+            "remove it (event handlers and inline styles are not markdown), " + TRUST)
 
 
 class _RawBlocks(HtmlBlockPreprocessor):
@@ -174,9 +178,7 @@ class _UnsafeAttributes(Treeprocessor):
         for el in root.iter():
             for name, value in el.attrib.items():
                 if UNSAFE_ATTRIBUTE.match(name + "="):
-                    self.found.append(([f"{name}="], f"attribute '{name}' is not allowed in the "
-                                       "essay", "remove it (event handlers and inline styles "
-                                       "are not markdown), " + TRUST))
+                    self.found.append(_attribute(name))
                 elif name.lower() in URL_ATTRIBUTES:
                     # As a browser reads it: entities decoded, control characters and spaces gone.
                     url = re.sub(r"[\x00-\x20]", "", html.unescape(value)).lower()
