@@ -108,6 +108,21 @@ def test_offline_edition_is_one_self_contained_file(browser, site, tmp_path):
     page.close()
 
 
+@pytest.mark.parametrize("name", ["index.html", "superposition-offline.html"])
+def test_chart_tooltips_are_styled_by_the_stylesheet(browser, site, name):
+    """vega-tooltip's own <style>, added at run time, would be refused by the CSP: site.js turns
+    it off and style.css positions and shows the tooltip, with nothing reported."""
+    page = Page(browser, (site / name).as_uri())
+    page.page.locator('.chart[data-figure="superposition-panel"] svg .mark-rect path').first.hover()
+    page.page.wait_for_selector("#vg-tooltip-element.visible", timeout=5000)
+    assert page.page.eval_on_selector("#vg-tooltip-element", """e => [getComputedStyle(e).position,
+        getComputedStyle(e).visibility, e.textContent.includes('value')]""") == \
+        ["fixed", "visible", True]
+    assert page.page.evaluate("document.getElementById('vega-tooltip-style')") is None
+    assert page.console == []
+    page.close()
+
+
 def test_404_from_disk_is_styled_under_its_csp(browser, site):
     """404.html carries its stylesheet inline, allowed by its hash alone: it must apply (the dark
     background) with no CSP report in the console."""
