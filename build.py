@@ -10,6 +10,7 @@ import datetime
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from errors import BuildError, line_of, read_utf8  # noqa: E402
+from errors import BuildError, read_utf8  # noqa: E402
 from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
 
@@ -221,12 +222,18 @@ def read_meta(path):
             raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')
         if key in meta and not isinstance(meta[key], str):
             raise BuildError(path, f"'{key}' must be a quoted string, got {meta[key]!r}",
-                             f'write {key} = "..."', line_of(read_text(path), key))
+                             f'write {key} = "..."', key_line(path, key))
     if not isinstance(meta.setdefault("allow_raw_html", False), bool):
         raise BuildError(path, f"'allow_raw_html' must be true or false, got "
                          f"{meta['allow_raw_html']!r}", "write allow_raw_html = true (unquoted) "
-                         "or remove the line", line_of(read_text(path), "allow_raw_html"))
+                         "or remove the line", key_line(path, "allow_raw_html"))
     return meta
+
+
+def key_line(path, key):
+    """The line that sets a top-level TOML key (not a comment that mentions it)."""
+    lines = read_text(path).splitlines()
+    return next((no for no, line in enumerate(lines, 1) if re.match(rf"{key}\s*=", line)), None)
 
 
 def build_info(args):
