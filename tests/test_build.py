@@ -180,6 +180,7 @@ def test_figure_fact_declarations_match_what_figures_build(trained):
     (r"Bad TeX $\frac{$ here.", r"essay.md:3: cannot render math"),
     ("We quote {{ superposition-panel.nope }}.",
      r"essay.md:3: figure 'superposition-panel' has no fact 'nope'; use one of: .*sparsest"),
+    ("See <img src=x onerror=alert(1)>.", r"essay.md:3: raw HTML '<img src=x onerror"),
 ])
 def test_check_catches_content_errors_without_training(tmp_path, line, expect):
     content = copy_content(tmp_path)
