@@ -24,8 +24,8 @@ LINEAR = "linear"
 FAMILIES = [FAMILY, LINEAR]
 # the names build() puts in facts, for --check
 FACTS = ('budget', 'samples', 'dense', 'peak', 'peak_sparsity', 'peak_fpd', 'sparsest',
-         'sparsest_vulnerability', 'sparsest_fpd', 'linear_range', 'over_linear', 'rank_all', 'rank_unmasked',
-         'unmasked_to')
+         'sparsest_vulnerability', 'sparsest_fpd', 'linear_range', 'over_linear', 'rank_all',
+         'rank_unmasked')
 BUDGET = 0.1  # the paper: "a max L2 attack norm of 0.1 of the average input norm"
 SAMPLES = 16384
 CHUNK = 4096
@@ -102,8 +102,7 @@ def build(trained):
              "over_linear": ", ".join(f"{v:.1f}× at S = {sparsity_label(s)}"
                                       for s, v in zip(shared, over)),
              "rank_all": f"{rank_correlation(relu.vulnerability, relu.features_per_dimension):.2f}",
-             "rank_unmasked": f"{rank_correlation(upto.vulnerability, upto.features_per_dimension):.2f}",
-             "unmasked_to": peak.S}
+             "rank_unmasked": f"{rank_correlation(upto.vulnerability, upto.features_per_dimension):.2f}"}
 
     long = pd.concat([
         relu.assign(measure="vulnerability (ReLU model)", value=relu.vulnerability),
