@@ -145,4 +145,6 @@ def build(trained):
                    "rules": f"plateau: >= {PLATEAU} intervals each falling < {FLAT:.1%}; drop: "
                             f">= {DROP:.0%} within {DROP_SPAN} intervals; jump: |dD_i| >= {JUMP} "
                             f"within {JUMP_SPAN} intervals, within {SLACK} snapshots of the drop",
+                   "size": "the paper's setup is n=400, m=30 (grid-paper.toml); the default "
+                           "grid keeps the dimensionality sweep's n=100, m=10",
                    "selection": "lowest final loss of the seeds"}, facts)
