@@ -146,5 +146,5 @@ def build(trained):
                             f">= {DROP:.0%} within {DROP_SPAN} intervals; jump: |dD_i| >= {JUMP} "
                             f"within {JUMP_SPAN} intervals, within {SLACK} snapshots of the drop",
                    "size": "the paper's setup is n=400, m=30 (grid-paper.toml); the default "
-                           "grid keeps the dimensionality sweep's n=100, m=10",
+                           "grid trains n=100, m=10, about the paper's ratio of n to m",
                    "selection": "lowest final loss of the seeds"}, facts)
