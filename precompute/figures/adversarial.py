@@ -15,6 +15,7 @@ import pandas as pd
 
 from precompute import metrics
 from precompute.figures import PALETTE, Figure, sparsity_label
+from precompute.metrics import REPRESENTED
 from precompute.models import lowest_loss
 from precompute.train import family_seed
 
@@ -24,8 +25,8 @@ LINEAR = "linear"
 FAMILIES = [FAMILY, LINEAR]
 # the names build() puts in facts, for --check
 FACTS = ('budget', 'samples', 'dense', 'peak', 'peak_sparsity', 'peak_fpd', 'sparsest',
-         'sparsest_vulnerability', 'sparsest_fpd', 'linear_range', 'over_linear', 'rank_all',
-         'rank_unmasked')
+         'sparsest_vulnerability', 'sparsest_fpd', 'sparsest_budget', 'sparsest_threshold',
+         'linear_range', 'over_linear', 'rank_all', 'rank_unmasked')
 BUDGET = 0.1  # the paper: "a max L2 attack norm of 0.1 of the average input norm"
 SAMPLES = 16384
 CHUNK = 4096
@@ -60,6 +61,12 @@ def vulnerability(W, b, importance, x, relu=True):
     return lam, clean, attacked, (attacked - clean) / (lam ** 2 * I.max() / n)
 
 
+def threshold(W, b):
+    """The ReLU's threshold -b_i, the median over the represented features (all, if none is)."""
+    rep = np.linalg.norm(W, axis=0) > REPRESENTED
+    return float(np.median(-b[rep] if rep.any() else -b))
+
+
 def rank_correlation(a, b):
     """Spearman's rho (ties get their mean rank)."""
     return float(pd.Series(a).rank().corr(pd.Series(b).rank()))
@@ -79,7 +86,9 @@ def build(trained):
                          "inv_density": round(1.0 / (1.0 - inst.sparsity), 4),
                          "vulnerability": round(vul, 4),
                          "features_per_dimension": round(1.0 / metrics.geometry(W)["dims_per_feature"], 4),
-                         "attack_norm": round(lam, 6), "clean_loss": clean,
+                         "attack_norm": round(lam, 6),
+                         "threshold": round(threshold(W, b), 4),
+                         "clean_loss": clean,
                          "attacked_loss": attacked, "seed": inst.seed})
     table = pd.DataFrame(rows)
     relu = table[table.model == "ReLU model"].reset_index(drop=True)
@@ -97,6 +106,8 @@ def build(trained):
              "peak_fpd": f"{peak.features_per_dimension:.2f}",
              "sparsest": relu.S.iloc[-1], "sparsest_vulnerability": f"{relu.vulnerability.iloc[-1]:.2f}",
              "sparsest_fpd": f"{relu.features_per_dimension.iloc[-1]:.2f}",
+             "sparsest_budget": f"{relu.attack_norm.iloc[-1]:.4f}",
+             "sparsest_threshold": f"{relu.threshold.iloc[-1]:.2f}",
              "linear_range": "–".join(dict.fromkeys(f"{v:.2f}" for v in (lin.vulnerability.min(),
                                                                            lin.vulnerability.max()))),
              "over_linear": ", ".join(f"{v:.1f}× at S = {sparsity_label(s)}"
