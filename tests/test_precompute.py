@@ -68,10 +68,12 @@ def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
 
 def test_paper_grid_extends_the_default(grid):
     paper = config.load_grid(config.DEFAULT_GRID.with_name("grid-paper.toml"))
-    dim = paper.families["dimensionality"]
-    assert (dim.instances[0].n, dim.m) == (400, 30)
+    for name in ("dimensionality", "dynamics"):  # the paper's n=400, m=30 setups
+        fam = paper.families[name]
+        assert (fam.instances[0].n, fam.m) == (400, 30)
+        assert fam.snapshots == grid.families[name].snapshots
     for name, fam in grid.families.items():
-        if name != "dimensionality":
+        if name not in ("dimensionality", "dynamics"):
             assert paper.families[name] == fam
     assert paper.train == grid.train and paper.sae == grid.sae
 
