@@ -50,14 +50,19 @@ def vulnerability(W, b, importance, x, relu=True):
     act = (lambda z: np.maximum(z, 0.0)) if relu else (lambda z: z)
     I, n = np.asarray(importance, np.float64), x.shape[1]
     shift = lam * attacks @ G  # what each attack adds to the pre-activations
+    # Sparse inputs are mostly all zero: score that input once, weighted by how often it occurs.
+    zero = ~x.any(1)
+    x = np.vstack([x[~zero], np.zeros((1, n))]) if zero.any() else x
+    weight = np.ones(len(x))
+    weight[-1] = zero.sum() if zero.any() else 1.0
     clean = attacked = 0.0
     for lo in range(0, len(x), CHUNK):
-        xc = x[lo:lo + CHUNK]
+        xc, wc = x[lo:lo + CHUNK], weight[lo:lo + CHUNK]
         z = xc @ G + b
-        clean += float((I * (xc - act(z)) ** 2).sum())
+        clean += float(wc @ (I * (xc - act(z)) ** 2).sum(1))
         out = act(z[:, None, :] + shift[None])  # samples x attacks x n
-        attacked += float((I * (xc[:, None, :] - out) ** 2).sum(2).max(1).sum())
-    clean, attacked = clean / (len(x) * n), attacked / (len(x) * n)
+        attacked += float(wc @ (I * (xc[:, None, :] - out) ** 2).sum(2).max(1))
+    clean, attacked = clean / (weight.sum() * n), attacked / (weight.sum() * n)
     return lam, clean, attacked, (attacked - clean) / (lam ** 2 * I.max() / n)
 
 
