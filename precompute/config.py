@@ -17,7 +17,7 @@ DEFAULT_GRID = Path(__file__).with_name("grid.toml")
 TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "weight_decay": float,
               "eval_samples": int}
 FAMILY_KEYS = {"title", "n", "m", "importance_decay", "sparsity", "density", "second_importance",
-               "seeds", "activation", "hidden_activation"}
+               "seeds", "activation", "hidden_activation", "snapshots"}
 ACTIVATIONS = ("relu", "linear")
 SAE_TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "eval_samples": int}
 SAE_KEYS = {"n", "sparsity", "dict_size", "l1"}
@@ -51,6 +51,7 @@ class Family:
     instances: tuple  # of Instance, seed-major
     spec: dict  # the family's table as written, for cache keys and provenance
     hidden_activation: str = "linear"  # "relu": the paper's privileged-basis model
+    snapshots: int = 0  # W and b kept at this many log-spaced steps (learning dynamics); 0: none
 
     @property
     def n_max(self):
@@ -240,6 +241,8 @@ def _family(name, spec, fail):
     if any(s is not None and s <= 0 for s in seconds):
         err("second_importance must be positive", "use values > 0", "second_importance")
 
+    snapshots = _snapshots(spec.get("snapshots"), err, fail, header) if "snapshots" in spec else 0
+
     instances = []
     for seed, n, second, s in itertools.product(range(seeds), ns, seconds, sparsities):
         importance = [decay ** i for i in range(n)]
@@ -247,7 +250,18 @@ def _family(name, spec, fail):
             importance[1] = second
         instances.append(Instance(seed, n, _clean(s), tuple(_clean(v) for v in importance)))
     return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec,
-                  hidden)
+                  hidden, snapshots)
+
+
+def _snapshots(value, err, fail, header):
+    """`snapshots = { num = K }`: keep W and b at K log-spaced training steps (train.snapshot_steps)."""
+    if not isinstance(value, dict) or set(value) != {"num"}:
+        err("snapshots must be a table with one key, num", "write snapshots = { num = 40 }",
+            "snapshots")
+    num = _typed(value["num"], int, f"{header} snapshots num", fail, "snapshots", header)
+    if num < 2:
+        err("snapshots num must be at least 2", "write snapshots = { num = 40 }", "snapshots")
+    return num
 
 
 def _sae(name, spec, families, fail):

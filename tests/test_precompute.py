@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from errors import BuildError
-from precompute import cache, config, metrics, phase_theory, sae, toy_model, train
+from precompute import cache, config, metrics, models, phase_theory, sae, toy_model, train
 from precompute.models import lowest_loss
 from precompute.figures.lab_correlations import MONOSEMANTIC, neuron_shares
 from precompute.figures.phase_diagram import classify
@@ -54,6 +54,9 @@ def test_default_grid_holds_the_issue_minimums(grid):
     ('[family.x]\nn = "four"\nm = 2\nseeds = 1\nsparsity = [0.5]\n', "must be an integer"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\ndensity = { from = 1, to = 0.1 }\n', "needs exactly"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1.5\nsparsity = [0.5]\n', "must be an integer"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nsnapshots = 40\n', "one key, num"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nsnapshots = { num = 1 }\n',
+     "at least 2"),
 ])
 def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
     path = write_grid(tmp_path, body)
@@ -66,10 +69,12 @@ def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
 
 def test_paper_grid_extends_the_default(grid):
     paper = config.load_grid(config.DEFAULT_GRID.with_name("grid-paper.toml"))
-    dim = paper.families["dimensionality"]
-    assert (dim.instances[0].n, dim.m) == (400, 30)
+    for name in ("dimensionality", "dynamics"):  # the paper's n=400, m=30 setups
+        fam = paper.families[name]
+        assert (fam.instances[0].n, fam.m) == (400, 30)
+        assert fam.snapshots == grid.families[name].snapshots
     for name, fam in grid.families.items():
-        if name != "dimensionality":
+        if name not in ("dimensionality", "dynamics"):
             assert paper.families[name] == fam
     assert paper.train == grid.train and paper.sae == grid.sae
 
@@ -245,6 +250,31 @@ def test_training_is_deterministic(grid):
     cfg = replace(grid.train, steps=300)
     a, b = train_family(fam, cfg, progress=False), train_family(fam, cfg, progress=False)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_snapshots_are_the_training_trajectory(grid, tmp_path):
+    """The learning-dynamics hook: W and b at log-spaced steps, the last one the trained model,
+    the loss the mean training loss since the previous snapshot; other families keep none, and
+    a cached entry with the wrong snapshot shapes is retrained."""
+    fam = replace(family("snap", 6, 2, [0.0, 0.9], 2), snapshots=12)
+    cfg = replace(grid.train, steps=300, log_every=1)
+    out = train_family(fam, cfg, progress=False)
+    steps = out["snap_steps"]
+    assert steps[0] == 1 and steps[-1] == 300 and np.all(np.diff(steps) > 0) and len(steps) <= 12
+    assert np.array_equal(out["snap_W"][:, -1], out["W"]) and np.array_equal(out["snap_b"][:, -1], out["b"])
+    assert out["snap_W"].shape == (4, len(steps), 2, 6) and out["snap_loss"].shape == (4, len(steps))
+    # log_every = 1 logs every step's training loss: the snapshot loss is their mean per interval.
+    bounds = np.concatenate([[0], steps])
+    mean = [out["loss_curve"][:, a:b].mean(1) for a, b in zip(bounds[:-1], bounds[1:])]
+    assert np.allclose(out["snap_loss"], np.stack(mean, 1), rtol=1e-5)
+    assert "snap_W" not in train_family(family("plain", 6, 2, [0.9], 1), cfg, progress=False)
+
+    key = models.cache_key(fam, cfg, "cpu")
+    path = tmp_path / f"snap-{key[:16]}.npz"
+    cache.save(path, key, {**out, "snap_W": out["snap_W"][:, :3], "final_loss": np.zeros(4)})
+    logged = []
+    again = models.trained_family(fam, cfg, "cpu", tmp_path, progress=False, log=logged.append)
+    assert not again.from_cache and "wrong shape for 'snap_W'" in logged[0]
 
 
 def test_divergence_names_family_and_grid_point(grid):
