@@ -105,7 +105,8 @@ def build(trained):
                f"the angle and the bias. Below: the {facts['pairs']} angles between represented "
                f"features in our trained sparse two-dimensional models. No more than three "
                f"directions in a plane can be pairwise obtuse, so {facts['acute_share']} of the "
-               f"pairs are acute (under {90 - RIGHT_ANGLE_TOLERANCE:g}°); instead the models spread their features evenly (the closest "
+               f"pairs are acute (under {90 - RIGHT_ANGLE_TOLERANCE:g}°); instead the models "
+               f"spread their features evenly (the closest "
                f"neighbours sit at a median {facts['even_spacing']} of 360°/k apart), with a "
                f"median bias of {facts['median_bias']}.")
     description = ("Two arrows at an adjustable angle, a chart of interference before and after "
