@@ -78,8 +78,10 @@ def _modules():
     from precompute.figures import (concentration, dimensionality, lab_correlations,
                                     lab_interference, lab_packing, phase_diagram, sae_recovery,
                                     superposition_panel)
+    from precompute.figures import computation, correlated_features
     return [lab_correlations, lab_interference, lab_packing, superposition_panel, phase_diagram,
-            dimensionality, concentration, sae_recovery]
+            dimensionality, concentration, sae_recovery,
+            correlated_features, computation]
 
 
 def build_all(trained):
