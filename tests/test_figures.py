@@ -2,6 +2,7 @@
 issue asks, and quoting numbers that agree with the models and with the mathematics."""
 import json
 
+import numpy as np
 import pytest
 import vl_convert
 
@@ -66,3 +67,24 @@ def test_concentration_of_measure_matches_one_over_m(built):
     df = built["concentration"].tables["monte_carlo"]
     assert ((df["mean"] - 1 / df.m).abs() < 4 * (df.hi - df["mean"]) / 2 + 1e-9).all()
     assert list(df.m) == concentration.DIMENSIONS
+
+
+def test_lab_packing_facts_say_what_the_models_do(built):
+    """Essay Lab 3.3: the dense five-feature model spreads about two dimensions' worth of squared
+    norm (uniform importance, dense inputs: W^T W is close to a rank-2 projection, trace 2); the
+    best n = 5 model is a regular pentagon at every sparsity from `pentagon_sparsity` up, and a
+    square (four live features, one dropped) at some sparsity below it."""
+    fig = built["lab-packing"]
+    facts, arrows, cells = fig.facts, fig.tables["arrows"], fig.tables["models"]
+    assert abs(facts["dense_norm_sq_n5"] - 2) < 0.2
+    assert facts["square_sparsities"] != "none"
+    onset = float(facts["pentagon_sparsity"])
+    assert all(float(s) < onset for s in facts["square_sparsities"].split(", "))
+    five = cells[(cells.n == 5) & (cells.sparsity.astype(float) >= onset)]
+    assert len(five) >= 2
+    for s_index in five.s_index:
+        a = arrows[(arrows.n == 5) & (arrows.s_index == s_index)]
+        assert (a.norm > 0.5).all()
+        angles = sorted(np.degrees(np.arctan2(a.y, a.x)) % 360)
+        gaps = np.diff(angles + [angles[0] + 360])
+        assert np.abs(gaps - 72).max() < 6, (s_index, gaps)

@@ -1,6 +1,5 @@
 """The precompute stage: grid config, the toy model, its trainer and cache, checked against the
 paper's results (Elhage et al. 2022) and against the mathematics, not against themselves."""
-import itertools
 from dataclasses import replace
 
 import numpy as np
@@ -324,17 +323,24 @@ def test_phase_theory_is_the_exact_expected_loss_and_the_paper_regions():
     assert W[2, 0] * W[2, 1] < 0, "sparse equal features sit antipodally, W = [1, -1]"
 
 
-def test_dimensionality_sticks_at_one_half(trained):
+def test_dimensionality_sticks_at_one_and_one_half(trained):
+    """The paper (Feature Dimensionality): with uniform importance, D* = m/||W||_F^2 is "sticky"
+    at 1 and at 1/2. Ours, n=200, m=20 (the notebook's size), best seed per density: D* within
+    0.03 of 1 at the two densest points, within 0.03 of 1/2 at two or more consecutive densities
+    where nearly every represented feature has D_i = 1/2 (an antipodal pair), and never rising
+    as features get sparser."""
     tr = trained["dimensionality"]
-    dstar = [metrics.geometry(tr.model(k)[0])["dims_per_feature"] for k in range(len(tr.family.instances))]
-    near_half = [abs(d - 0.5) < 0.1 for d in dstar]
-    runs = max(len(list(g)) for v, g in itertools.groupby(near_half) if v)
-    assert runs >= 2, dstar
-    assert abs(dstar[0] - 1.0) < 0.05, "dense: one dimension per feature"
-    k = int(np.argmin([abs(d - 0.5) for d in dstar]))
-    geo = metrics.geometry(tr.model(k)[0])
-    D = geo["dimensionality"][geo["norm"] > 0.5]
-    assert np.mean(np.abs(D - 0.5) < 0.05) > 0.9, "represented features sit in antipodal pairs"
+    fam = tr.family
+    best = sorted(lowest_loss(tr), key=lambda k: fam.instances[k].sparsity)
+    geos = [metrics.geometry(tr.model(k)[0]) for k in best]
+    dstar = np.array([g["dims_per_feature"] for g in geos])
+    assert np.all(np.abs(dstar[:2] - 1.0) < 0.03), dstar
+    half = np.flatnonzero(np.abs(dstar - 0.5) < 0.03)
+    assert len(half) >= 2 and np.all(np.diff(half) == 1), dstar
+    for k in half:
+        D = geos[k]["dimensionality"][geos[k]["norm"] > 0.5]
+        assert len(D) >= fam.m and np.mean(np.abs(D - 0.5) < 0.02) >= 0.95, (k, D)
+    assert np.all(np.diff(dstar) < 0.01), dstar
 
 
 def test_empirical_correlation_matches_closed_form(trained):

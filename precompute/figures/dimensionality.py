@@ -8,46 +8,71 @@ import pandas as pd
 from precompute import metrics
 from precompute.figures import PALETTE, Figure
 from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
 
 ID = "dimensionality"
 FAMILY = "dimensionality"
 FAMILIES = [FAMILY]
 # the names build() puts in facts, for --check
-FACTS = ('n', 'm', 'half_from', 'half_to', 'half_points', 'at_3_4', 'at_2_3', 'at_1_2', 'at_2_5',
-         'at_3_8', 'dense_represented_3', 'dense_represented_5', 'dense_represented_7')
+FACTS = ('n', 'm', 'seeds', 'one_to', 'half_from', 'half_to', 'half_features', 'at_3_4',
+         'at_2_3', 'at_1_2', 'at_2_5', 'at_3_8', 'dense_represented_3', 'dense_represented_5',
+         'dense_represented_7')
 FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
              Fraction(3, 8), Fraction(1, 3)]
-# Dense models here spread the m dimensions thinly over many features (norms near 0.45), so the
-# represented count depends on the norm threshold there: report it at several.
+# Dense models here spread the m dimensions thinly over many features (norms well below 1), so
+# the represented count depends on the norm threshold there: report it at several.
 THRESHOLDS = (0.3, 0.5, 0.7)
+# D* "sticks" at a value where it stays this close to it over consecutive densities; the
+# paper-size plateau at 1/2 reads 0.511, 0.500, 0.496 (brief facts), so 0.03 separates a flat step
+# from a slope through the value.
+STICK = 0.03
+
+
+def stretch(curve, value):
+    """1/(1-S) of the first and last density of the longest run of consecutive densities whose
+    D* is within STICK of value, and the run's rows; (None, None, empty) if there is none."""
+    near = ((curve.dims_per_feature - value).abs() < STICK).tolist()
+    best, start = (0, 0), None
+    for i, v in enumerate(near + [False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            best, start = max(best, (i - start, start)), None
+    rows = curve.iloc[best[1]:best[1] + best[0]]
+    return (rows.inv_density.min(), rows.inv_density.max(), rows) if len(rows) else \
+        (None, None, rows)
 
 
 def build(trained):
     tr = trained[FAMILY]
     fam = tr.family
     curve, dots = [], []
-    for k, inst in enumerate(fam.instances):
+    for k in lowest_loss(tr):
+        inst = fam.instances[k]
         W, _, _ = tr.model(k)
         geo = metrics.geometry(W)
         inv = round(1.0 / (1.0 - inst.sparsity), 4)
+        rep = geo["norm"] > REPRESENTED
         curve.append({"inv_density": inv, "sparsity": inst.sparsity, "seed": inst.seed,
                       "dims_per_feature": round(geo["dims_per_feature"], 4),
                       **{f"represented_{t}": int((geo["norm"] > t).sum()) for t in THRESHOLDS},
+                      "at_half": int((abs(geo["dimensionality"][rep] - 0.5) < 0.02).sum()),
                       "final_loss": float(tr.arrays["final_loss"][k])})
         for i in range(inst.n):
-            if geo["norm"][i] > REPRESENTED:
+            if rep[i]:
                 dots.append({"inv_density": inv, "feature": i + 1,
                              "D": round(float(geo["dimensionality"][i]), 4)})
-    curve, dots = pd.DataFrame(curve), pd.DataFrame(dots)
-    half = curve[(curve.dims_per_feature - 0.5).abs() < 0.1]
-    facts = {"n": fam.instances[0].n, "m": fam.m,
-             "half_from": f"{half.inv_density.min():.1f}" if len(half) else "none",
-             "half_to": f"{half.inv_density.max():.1f}" if len(half) else "none",
-             "half_points": len(half)}
+    curve, dots = pd.DataFrame(curve).sort_values("inv_density"), pd.DataFrame(dots)
+    _, one_to, _ = stretch(curve, 1.0)
+    half_from, half_to, half = stretch(curve, 0.5)
+    fmt = lambda v: "none" if v is None else f"{v:.1f}"
+    facts = {"n": fam.instances[0].n, "m": fam.m, "seeds": fam.seeds, "one_to": fmt(one_to),
+             "half_from": fmt(half_from), "half_to": fmt(half_to),
+             "half_features": int(half.at_half.max()) if len(half) else 0}
     # How many represented features (all densities) sit within 0.02 of each named fraction D_i.
     facts.update({f"at_{f.numerator}_{f.denominator}": int(((dots.D - float(f)).abs() < 0.02).sum())
                   for f in FRACTIONS[1:-1]})
-    dense = curve.loc[curve.inv_density.idxmin()]
+    dense = curve.iloc[0]
     facts.update({f"dense_represented_{str(t)[2:]}": int(dense[f"represented_{t}"])
                   for t in THRESHOLDS})
     refs = pd.DataFrame([{"D": float(f), "label": str(f), "guide": f == Fraction(1, 3)}
@@ -65,15 +90,17 @@ def build(trained):
         x=x, y=alt.Y("dims_per_feature:Q"), tooltip=["sparsity:Q", "dims_per_feature:Q"])
     chart = alt.layer(rules, labels, points, line).properties(width=500, height=300)
 
-    caption = (f"n = {facts['n']} features of equal importance in m = {facts['m']} dimensions. "
-               f"The line is m/‖W‖²_F, the dimensions the model spends per feature it stores; dots "
-               f"are individual represented features' dimensionality Dᵢ. Reference lines mark "
-               f"the fractions the paper names (1/3 dotted, as a guide). The line sits near 1/2 — "
-               f"features in antipodal pairs — for 1/(1−S) from {facts['half_from']} to "
-               f"{facts['half_to']}.")
+    caption = (f"n = {facts['n']} features of equal importance in m = {facts['m']} dimensions, "
+               f"the best of {facts['seeds']} seeds at each density. The line is D* = m/‖W‖²_F, "
+               f"the dimensions the model spends per feature it stores; dots are individual "
+               f"represented features' dimensionality Dᵢ. Reference lines mark the fractions the "
+               f"paper names (1/3 dotted, as a guide). D* stays within {STICK} of 1 up to "
+               f"1/(1−S) = {facts['one_to']} and within {STICK} of 1/2, every represented feature "
+               f"in an antipodal pair, from {facts['half_from']} to {facts['half_to']}.")
     description = ("Line chart of dimensions per feature against inverse feature density on a "
                    "log axis, with dots for each feature's dimensionality and horizontal "
                    "reference lines at 1, 3/4, 2/3, 1/2, 2/5, 3/8 and 1/3.")
     return Figure(ID, "Feature dimensionality", caption, description, chart,
                   {"dims_per_feature": curve, "features": dots}, FAMILIES,
-                  {"represented": f"||W_i|| > {REPRESENTED}"}, facts)
+                  {"represented": f"||W_i|| > {REPRESENTED}", "seed": "lowest loss per density",
+                   "sticks": f"|D* - value| < {STICK} at consecutive densities"}, facts)

@@ -132,7 +132,9 @@ def build(trained):
     readout = base.transform_filter("datum.neuron == 1 && datum.feature == 1").mark_text(
         align="left", x=0, y=-8, fontSize=13, fontWeight="bold").encode(text="label:N")
     x = alt.X("density:Q", title="feature density 1 − S (sparser to the right)",
-              scale=alt.Scale(type="log", reverse=True, nice=False))
+              scale=alt.Scale(type="log", reverse=True, nice=False),
+              # a 1-2-5 ladder: Vega's default log ticks (..., 0.5, 0.4, 0.3) collide at this width
+              axis=alt.Axis(values=[1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01], format="~g"))
     counts = summary.melt(id_vars=["d_index", "density", "label"],
                           value_vars=["monosemantic", "polysemantic"], var_name="neurons",
                           value_name="count")
