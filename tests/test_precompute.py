@@ -474,17 +474,18 @@ def test_correlated_sets_form_local_orthogonal_bases(trained):
 
 
 def test_correlated_pairs_collapse_to_their_principal_component_when_dense(trained):
-    """The paper (three correlated pairs, m = 2): very sparse, a hexagon with no pair collapsed
-    (1 - S <= 0.05); denser, pairs collapse one by one onto their principal component (a+b)/sqrt 2
-    (one at 0.05-0.15, two at 0.15-0.2), all three for 0.25 <= 1 - S <= 0.5. Ours, lowest loss of
-    the seeds: none collapsed at the sparsest density, all three at 1 - S = 0.5 with both columns
-    of a pair of equal norm, and one or two collapsed between 0.08 and 0.25."""
+    """The paper (three correlated pairs, m = 2): very sparse, a hexagon with the pairs side by
+    side; denser, the pairs collapse one by one onto their principal component (a+b)/sqrt 2, and
+    from 1 - S = 0.5 the solution is PCA. Its density ranges are approximate and it calls some
+    collapses optimisation failures, so ours (lowest loss of the seeds) must match its count
+    exactly at the ends (none at the sparsest density, all three at 0.5, both columns of a pair
+    of equal norm) and within one pair at every density in between."""
     tr = trained["correlated"]
     best = correlated_features.best(tr)
     count = {d: correlated_features.collapsed_sets(tr.model(k)[0]) for (n, d), k in best.items()
              if n == 6}
     assert count[min(count)] == 0 and count[0.5] == 3, count
-    assert all(1 <= c <= 2 for d, c in count.items() if 0.08 <= d <= 0.25), count
+    assert all(abs(c - correlated_features.paper_collapsed(d)) <= 1 for d, c in count.items()), count
     W = tr.model(best[6, 0.5])[0]
     norms = np.linalg.norm(W, axis=0)
     assert np.allclose(norms[0::2], norms[1::2], rtol=0.05), norms

@@ -21,6 +21,12 @@ SPARSE = 0.25  # 1 - S at or below which correlated pairs sit orthogonal (tested
 COLLAPSED = 0.95  # cosine above which a correlated pair shares one direction
 
 
+def paper_collapsed(density):
+    """The paper's count of collapsed pairs (three correlated pairs in m = 2) by density 1 - S:
+    none up to about 0.05, one to about 0.15, two to about 0.2, all three from about 0.25."""
+    return 0 if density <= 0.05 else 1 if density <= 0.15 else 2 if density <= 0.2 else 3
+
+
 def best(tr):
     """{(n, density): model index} of the lowest-loss seed at each grid point."""
     fam = tr.family
@@ -68,6 +74,7 @@ def build(trained):
         W = corr.model(cb[6, d])[0]
         sweep += arrows(W, "three correlated pairs", k, {"d_index": i})
         collapse.append({"density": d, "d_index": i, "collapsed": collapsed_sets(W, k),
+                         "paper": paper_collapsed(d),
                          "final_loss": float(corr.arrays["final_loss"][cb[6, d]])})
     collapse = pd.DataFrame(collapse)
 
@@ -116,9 +123,11 @@ def build(trained):
         x=x, y=alt.Y("collapsed:Q", scale=alt.Scale(domain=[0, 3]), axis=alt.Axis(tickCount=4),
                      title="pairs collapsed"),
         tooltip=["density:Q", "collapsed:Q", "final_loss:Q"])
+    paper = alt.Chart(collapse).mark_line(color="gray", strokeDash=[4, 3], interpolate="step").encode(
+        x=x, y="paper:Q", tooltip=["density:Q", alt.Tooltip("paper:Q", title="paper (approx.)")])
     here = alt.Chart(collapse).transform_filter(alt.datum.d_index == d_sel).mark_point(
         size=160, color="#000000", filled=False, strokeWidth=2).encode(x=x, y="collapsed:Q")
-    curve = alt.layer(steps, here).properties(width=220, height=200,
+    curve = alt.layer(paper, steps, here).properties(width=220, height=200,
                                               title="collapsed onto one direction")
     heat = alt.Chart(gram).mark_rect().encode(
         x=alt.X("j:O", title="feature j (sets 1–10, 11–20)"), y=alt.Y("i:O", title="feature i"),
@@ -137,7 +146,7 @@ def build(trained):
                f"sparsest density ({facts['sparsest']:g}) {facts['collapsed_sparsest']} pairs "
                f"share a direction; as inputs get denser pairs collapse onto their sum, the "
                f"principal component, until at density {facts['densest']:g} "
-               f"{facts['collapsed_densest']} do. Bottom: WᵀW of n = 20 features in m = 10 "
+               f"{facts['collapsed_densest']} do (dashed: the paper's approximate counts). Bottom: WᵀW of n = 20 features in m = 10 "
                f"dimensions, two correlated sets of ten: within a set the mean |cos| is "
                f"{facts['basis_within']}, a local orthogonal basis, against "
                f"{facts['basis_between']} between sets. Lowest-loss of {facts['seeds']} seeds "
