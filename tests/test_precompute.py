@@ -76,10 +76,12 @@ def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
 
 def test_paper_grid_extends_the_default(grid):
     paper = config.load_grid(config.DEFAULT_GRID.with_name("grid-paper.toml"))
-    dim = paper.families["dimensionality"]
+    dim, comp = paper.families["dimensionality"], paper.families["computation"]
     assert (dim.instances[0].n, dim.m) == (400, 30)
+    assert (comp.instances[0].n, comp.m, comp.model) == (100, 40, "absolute-value")
+    assert comp.instances[0].importance[:2] == (1.0, 0.8)
     for name, fam in grid.families.items():
-        if name != "dimensionality":
+        if name not in ("dimensionality", "computation"):
             assert paper.families[name] == fam
     assert paper.train == grid.train and paper.sae == grid.sae
 
