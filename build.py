@@ -10,6 +10,7 @@ import datetime
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from errors import BuildError, line_of, read_utf8  # noqa: E402
+from errors import BuildError, read_utf8  # noqa: E402
 from precompute import config, figures, models, sae  # noqa: E402
 from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
 
@@ -46,13 +47,15 @@ def main(argv=None):
     bib = bibliography.load(content / "references.bib")
     essay_path = content / "essay.md"
     essay_text = read_text(essay_path)
-    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts())
+    placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts(),
+                           meta["allow_raw_html"])
+    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
+    build = build_info(args)
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
               f"models in {len(grid.families)} families), {essay_path.name}, "
               f"{len(bib)} references, {len(figures.ids())} figure ids")
         return 0
-    build = build_info(args)
 
     # 2. Train every family of the grid (or take it from the cache).
     device = resolve_device(args.device)
@@ -72,7 +75,6 @@ def main(argv=None):
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
     env = pages.environment()
-    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
     with staging(out_dir) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build)
@@ -92,7 +94,8 @@ def main(argv=None):
             # The offline edition links to other pages only where it knows their address.
             root = offline_root(meta) if inline else ""
             doc = essay.render(essay_path, essay_text, set(figs), bib,
-                               {i: f.facts for i, f in figs.items()}, block(root, inline))
+                               {i: f.facts for i, f in figs.items()}, block(root, inline),
+                               meta["allow_raw_html"])
             name = "superposition-offline.html" if inline else "index.html"
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
@@ -219,8 +222,18 @@ def read_meta(path):
             raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')
         if key in meta and not isinstance(meta[key], str):
             raise BuildError(path, f"'{key}' must be a quoted string, got {meta[key]!r}",
-                             f'write {key} = "..."', line_of(read_text(path), key))
+                             f'write {key} = "..."', key_line(path, key))
+    if not isinstance(meta.setdefault("allow_raw_html", False), bool):
+        raise BuildError(path, f"'allow_raw_html' must be true or false, got "
+                         f"{meta['allow_raw_html']!r}", "write allow_raw_html = true (unquoted) "
+                         "or remove the line", key_line(path, "allow_raw_html"))
     return meta
+
+
+def key_line(path, key):
+    """The line that sets a top-level TOML key (not a comment that mentions it)."""
+    lines = read_text(path).splitlines()
+    return next((no for no, line in enumerate(lines, 1) if re.match(rf"{key}\s*=", line)), None)
 
 
 def build_info(args):

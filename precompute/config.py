@@ -17,7 +17,8 @@ DEFAULT_GRID = Path(__file__).with_name("grid.toml")
 TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "weight_decay": float,
               "eval_samples": int}
 FAMILY_KEYS = {"title", "n", "m", "importance_decay", "sparsity", "density", "second_importance",
-               "seeds", "activation", "hidden_activation", "input_law", "set_size", "model"}
+               "seeds", "activation", "hidden_activation", "snapshots", "input_law", "set_size",
+               "model"}
 ACTIVATIONS = ("relu", "linear")
 # How inputs are drawn (Elhage et al. 2022, "Correlated and Anticorrelated Features"): features
 # independent, or in consecutive sets of `set_size` that are all zero together with probability
@@ -59,6 +60,7 @@ class Family:
     instances: tuple  # of Instance, seed-major
     spec: dict  # the family's table as written, for cache keys and provenance
     hidden_activation: str = "linear"  # "relu": the paper's privileged-basis model
+    snapshots: int = 0  # W and b kept at this many log-spaced steps (learning dynamics); 0: none
     input_law: str = "independent"  # one of INPUT_LAWS
     set_size: int = 1  # features per correlated or anticorrelated set
     model: str = "toy"  # one of MODELS
@@ -247,10 +249,12 @@ def _family(name, spec, fail):
     model = spec.get("model", "toy")
     if model not in MODELS:
         err(f"model {model!r} is not one of {MODELS}", "use toy or absolute-value", "model")
-    if model != "toy" and ({"activation", "hidden_activation", "second_importance"} & set(spec)
+    if model != "toy" and ({"activation", "hidden_activation", "second_importance", "snapshots"}
+                           & set(spec)
                            or law != "independent"):
         err("the absolute-value model fixes its activations and draws independent inputs",
-            "drop activation, hidden_activation, second_importance and input_law", "model")
+            "drop activation, hidden_activation, second_importance, snapshots and input_law",
+            "model")
     if ("sparsity" in spec) == ("density" in spec):
         err("give exactly one of 'sparsity' (a list) or 'density' (a list or range)",
             "keep one of the two", "sparsity" if "sparsity" in spec else None)
@@ -270,6 +274,8 @@ def _family(name, spec, fail):
     if any(s is not None and s <= 0 for s in seconds):
         err("second_importance must be positive", "use values > 0", "second_importance")
 
+    snapshots = _snapshots(spec.get("snapshots"), err, fail, header) if "snapshots" in spec else 0
+
     instances = []
     for seed, n, second, s in itertools.product(range(seeds), ns, seconds, sparsities):
         importance = [decay ** i for i in range(n)]
@@ -277,7 +283,18 @@ def _family(name, spec, fail):
             importance[1] = second
         instances.append(Instance(seed, n, _clean(s), tuple(_clean(v) for v in importance)))
     return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec,
-                  hidden, law, set_size, model)
+                  hidden, snapshots, law, set_size, model)
+
+
+def _snapshots(value, err, fail, header):
+    """`snapshots = { num = K }`: keep W and b at K log-spaced training steps (train.snapshot_steps)."""
+    if not isinstance(value, dict) or set(value) != {"num"}:
+        err("snapshots must be a table with one key, num", "write snapshots = { num = 40 }",
+            "snapshots")
+    num = _typed(value["num"], int, f"{header} snapshots num", fail, "snapshots", header)
+    if num < 2:
+        err("snapshots num must be at least 2", "write snapshots = { num = 40 }", "snapshots")
+    return num
 
 
 def _sae(name, spec, families, fail):

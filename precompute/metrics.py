@@ -11,19 +11,60 @@ REPRESENTED = 0.5  # ||W_i|| above this counts as represented (trained norms sit
 
 
 def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
-    """Final loss (I,) and neuron-feature correlations (I, m, n_max) over `samples` fresh inputs
-    at each model's own sparsity. Pearson r is 0 where a neuron or feature has no variance.
+    """Final loss (I,) and neuron-feature correlations (I, m, n_max) at each model's own
+    sparsity. Pearson r is 0 where a neuron or feature has no variance.
 
-    Every instance sees the same uniforms (common random numbers), so the seeds of one grid point
-    are compared on identical inputs: the noise of their loss differences, which decide the best
-    seed, is far below that of each loss on its own."""
+    An all-zero input has h = 0 and a loss fixed by b alone, so both the loss and the moments
+    behind r are that closed-form zero-input part plus P(any active) times their mean over
+    `samples` inputs drawn given that some feature is active. At S = 0.999 and n = 20, 98% of
+    plain draws are all zero: conditioning spends every sample where models differ, and cuts the
+    noise about sevenfold there. Every instance sees the same uniforms (common random numbers),
+    so the seeds of one grid point are compared on identical inputs: the noise of their loss
+    differences, which decide the best seed, is far below that of each loss on its own."""
     batch = Batch(family, device)
     W, b = torch.from_numpy(W).to(device), torch.from_numpy(b).to(device).unsqueeze(2)
     gen = torch.Generator(device).manual_seed(family_seed(family.name, purpose))
+    if family.input_law != "independent":
+        return _evaluate_drawn(batch, W, b, gen, samples)
+    I, m, n = W.shape
+    sx, sxx = torch.zeros(I, n, dtype=torch.float64), torch.zeros(I, n, dtype=torch.float64)
+    sh, shh = torch.zeros(I, m, dtype=torch.float64), torch.zeros(I, m, dtype=torch.float64)
+    shx, loss = torch.zeros(I, m, n, dtype=torch.float64), torch.zeros(I, dtype=torch.float64)
+    r = torch.empty(1, n, EVAL_CHUNK, device=device)  # one draw, broadcast over instances
+    u = torch.empty(1, 1, EVAL_CHUNK, device=device)
+    inv_p = batch.inv_p.flatten(0, 1)
+    chunks = max(1, samples // EVAL_CHUNK)
+    for _ in range(chunks):
+        r.uniform_(generator=gen)
+        u.uniform_(generator=gen)
+        x, any_active = toy_model.sample_inputs_given_any(r, u, inv_p, batch.n)
+        h = toy_model.hidden(W, x, batch.hidden_relu)
+        loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu,
+                               batch.hidden_relu).double().cpu()
+        xd, hd = x.double().cpu(), h.double().cpu()
+        sx += xd.sum(2); sxx += (xd * xd).sum(2); sh += hd.sum(2); shh += (hd * hd).sum(2)
+        shx += torch.bmm(hd, xd.transpose(1, 2))
+    # Means over all inputs: the zero input adds nothing to the moments (x = h = 0).
+    any_active = any_active.double().cpu()
+    zero = toy_model.loss(W, b, torch.zeros(I, n, 1, device=device), batch.importance, batch.n,
+                          batch.relu, batch.hidden_relu).double().cpu()
+    mean = lambda s: s * (any_active / (chunks * EVAL_CHUNK)).view(-1, *[1] * (s.dim() - 1))
+    cov = mean(shx) - mean(sh).unsqueeze(2) * mean(sx).unsqueeze(1)
+    sd_h = (mean(shh) - mean(sh) ** 2).clamp_min(0).sqrt().unsqueeze(2)
+    sd_x = (mean(sxx) - mean(sx) ** 2).clamp_min(0).sqrt().unsqueeze(1)
+    denom = sd_h * sd_x
+    corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
+    final = (1 - any_active) * zero + any_active * loss / chunks
+    return final.float().numpy(), corr.float().numpy()
+
+
+def _evaluate_drawn(batch, W, b, gen, samples):
+    """evaluate() for the correlated and anticorrelated input laws, which draw through
+    Batch.inputs (train.SetDraws): plain draws, every seed on the same inputs."""
     I, m, n = W.shape
     loss, corr = torch.zeros(I, dtype=torch.float64), Correlation()
-    r = torch.empty(1, 1, n, EVAL_CHUNK, device=device)  # one draw, broadcast over instances
-    x = torch.empty(I, n, EVAL_CHUNK, device=device)
+    r = torch.empty(1, 1, n, EVAL_CHUNK, device=W.device)
+    x = torch.empty(I, n, EVAL_CHUNK, device=W.device)
     chunks = max(1, samples // EVAL_CHUNK)
     for _ in range(chunks):
         batch.inputs(r, gen, x)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from precompute import abs_model, cache, metrics
-from precompute.train import train_family
+from precompute.train import snapshot_steps, train_family
 
 # The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation;
 # the absolute-value model's own module only for its families.
@@ -35,7 +35,7 @@ def cache_key(family, train_cfg, device):
 @dataclass
 class Trained:
     family: object  # config.Family
-    arrays: dict  # W, b, loss_curve, curve_steps, final_loss, eval_samples, corr
+    arrays: dict  # W, b, loss_curve, curve_steps, final_loss, eval_samples, corr (snap_*: Snapshots)
     steps: int
     key: str
     from_cache: bool
@@ -81,6 +81,10 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
         shapes = {"W": (T, family.m, family.n_max), "b": (T, family.n_max), "final_loss": (T,)}
         if family.model == "absolute-value":
             shapes["W2"] = (T, family.n_max, family.m)
+        if family.snapshots:
+            K = len(snapshot_steps(train_cfg.steps, family.snapshots))
+            shapes.update({"snap_W": (T, K, family.m, family.n_max), "snap_b": (T, K, family.n_max),
+                           "snap_loss": (T, K), "snap_steps": (K,)})
         return Trained(family, cache.load(path, key, shapes), train_cfg.steps, key, True)
     except cache.CacheMiss as miss:
         if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line

@@ -31,6 +31,25 @@ def sample_negated_inputs(r, inv_p, out=None):
     return F.threshold_(torch.mul(r, -inv_p, out=out), -1.0, 0.0)
 
 
+def sample_inputs_given_any(r, u, inv_p, n):
+    """x conditioned on at least one active feature, and P(any active) per instance, from
+    uniforms r (.., n_max, B) and u (.., 1, B) shared by all instances; inv_p (I, n_max, 1) is the
+    same 1/p for an instance's n (I,) features (1e30 on padding). The first active feature J has
+    P(J <= j | any) = (1 - q^(j+1)) / (1 - q^n) with q = 1 - p, so J = floor(log(1 - u (1 - q^n)) /
+    log q); it takes the value r_J, features before it are 0 and those after it follow the
+    unconditional law. Sparse inputs are almost all zero, and a zero input's loss has a closed
+    form, so evaluating on these inputs alone is the same expectation at a fraction of the noise."""
+    q = 1.0 - 1.0 / inv_p[:, :1]  # (I, 1, 1)
+    any_active = 1.0 - q ** n.view(-1, 1, 1)
+    J = torch.where(q > 0, torch.floor(torch.log1p(-u * any_active) / torch.log(q)),
+                    torch.zeros_like(q)).clamp(max=n.view(-1, 1, 1) - 1)
+    j = torch.arange(inv_p.shape[1], dtype=J.dtype, device=J.device).view(1, -1, 1)
+    scaled = r * inv_p
+    after = torch.where(scaled < 1, scaled, torch.zeros_like(scaled))  # r / p where r < p, else 0
+    x = torch.where(j > J, after, torch.where(j == J, r.expand_as(after), torch.zeros_like(after)))
+    return x, any_active.view(-1)
+
+
 class Workspace:
     """Preallocated buffers for a step on up to `instances` instances at once: fresh multi-MB
     tensors every step would be mmap'd and page-faulted anew by the allocator, which costs a third

@@ -154,19 +154,52 @@ def chunks(seeds, per_seed, size):
 
 def train_family(family, cfg, device="cpu", progress=True):
     """Train all of a family's instances; returns numpy arrays W (I, m, n_max), b (I, n_max),
-    loss_curve (I, steps // log_every), with its steps."""
+    loss_curve (I, steps // log_every), with its steps, and the family's Snapshots if it asks."""
     trainer = Trainer(family, cfg, device)
+    snaps = Snapshots(trainer, cfg.steps, family.snapshots) if family.snapshots else None
     curve, curve_steps = [], []
     for step in tqdm(range(1, cfg.steps + 1), desc=f"train {family.name}", disable=not progress,
                      mininterval=1.0, leave=False):
         log = step % cfg.log_every == 0 or step == cfg.steps
-        loss = trainer.step(want_loss=log)
+        loss = trainer.step(want_loss=log or snaps is not None)
+        if snaps:
+            snaps.record(step, loss)
         if log:
             check_finite(family, loss, step)
             curve.append(loss.cpu())
             curve_steps.append(step)
     return {"W": trainer.W.cpu().numpy(), "b": trainer.b.squeeze(2).cpu().numpy(),
-            "loss_curve": torch.stack(curve, 1).numpy(), "curve_steps": np.array(curve_steps)}
+            "loss_curve": torch.stack(curve, 1).numpy(), "curve_steps": np.array(curve_steps),
+            **(snaps.arrays() if snaps else {})}
+
+
+def snapshot_steps(steps, num):
+    """About num log-spaced steps from 1 to steps (rounding merges some of the early ones)."""
+    return np.unique(np.round(np.geomspace(1, steps, num)).astype(np.int64))
+
+
+class Snapshots:
+    """W and b after each of the log-spaced snapshot_steps, for the learning-dynamics figure, with
+    the mean training loss over the steps since the previous snapshot: one batch's loss is too
+    noisy to show a plateau, and the mean keeps the curve made of training losses only."""
+
+    def __init__(self, trainer, steps, num):
+        self.trainer, self.steps = trainer, snapshot_steps(steps, num)
+        self.due = set(self.steps.tolist())
+        self.W, self.b, self.loss, self.total, self.count = [], [], [], 0.0, 0
+
+    def record(self, step, loss):
+        self.total, self.count = self.total + loss.double().cpu(), self.count + 1
+        if step in self.due:
+            self.W.append(self.trainer.W.detach().cpu().clone())
+            self.b.append(self.trainer.b.detach().squeeze(2).cpu().clone())
+            self.loss.append(self.total / self.count)
+            self.total, self.count = 0.0, 0
+
+    def arrays(self):
+        """snap_W (I, K, m, n_max), snap_b (I, K, n_max), snap_loss (I, K), snap_steps (K,)."""
+        return {"snap_W": torch.stack(self.W, 1).numpy(), "snap_b": torch.stack(self.b, 1).numpy(),
+                "snap_loss": torch.stack(self.loss, 1).float().numpy(), "snap_steps": self.steps}
 
 
 def check_finite(family, loss, step):

@@ -6,13 +6,19 @@
   @fig:ID                a cross-reference, rendered "Figure N"
   {{ ID.fact }}          a number computed from the trained models, filled in at build time
   [^note]                footnotes (python-markdown), shown as sidenotes on wide screens
+
+and nothing else: raw HTML, event-handler or style attributes and javascript:/vbscript:/data:
+addresses are refused with file:line unless content/meta.toml trusts the essay
+(allow_raw_html = true), since the essay is content, not code.
 """
+import html
 import re
 from dataclasses import dataclass, field
 
 import markdown
 from latex2mathml.converter import convert as latex_to_mathml
-from markdown.preprocessors import Preprocessor
+from markdown.inlinepatterns import HTML_RE, HtmlInlineProcessor
+from markdown.preprocessors import HtmlBlockPreprocessor, Preprocessor
 from markdown.treeprocessors import Treeprocessor
 from markupsafe import escape
 
@@ -27,6 +33,10 @@ FACT = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$")
 INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
 CODE_SPAN = re.compile(r"`[^`]*`")
+UNSAFE_SCHEME = re.compile(r"^(javascript|vbscript|data):")
+URL_ATTRIBUTES = ("href", "src")
+UNSAFE_ATTRIBUTE = re.compile(r"(?i)\b(on\w+|style)\s*=")
+TRUST = "or set allow_raw_html = true in content/meta.toml if you trust every line of the essay"
 
 
 @dataclass
@@ -40,16 +50,22 @@ class Essay:
     cited: dict = field(default_factory=dict)  # key -> how many times it is cited (backlinks)
 
 
-def scan(path, text, figure_ids, bib, facts):
-    """Check every directive, citation, cross-reference and fact; return the figure order and
-    citation order. `facts` maps figure id -> its fact names (figures.facts() before training)."""
-    figures, cites, in_code = [], [], False
+def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
+    """Check every directive, citation, cross-reference and fact, and (unless allowed) that the
+    essay holds no raw HTML; return the figure order and citation order. `facts` maps figure
+    id -> its fact names (figures.facts() before training)."""
+    figures, cites, in_code, prose_lines = [], [], False, []
     for no, line in enumerate(text.splitlines(), 1):
+        fail = lambda msg, fix: BuildError(path, msg, fix, no)
         if line.startswith("```"):
             in_code = not in_code
+            # fenced_code copies a fence's attribute list ({ .py onclick=... }) into the page
+            handler = UNSAFE_ATTRIBUTE.search(line)
+            if handler and not allow_raw_html:
+                raise fail(*_attribute(handler.group(1))[1:])
+        prose_lines.append("" if in_code else CODE_SPAN.sub("", line))
         if in_code:
             continue
-        fail = lambda msg, fix: BuildError(path, msg, fix, no)
         if DIRECTIVE.match(line):
             m = FIGURE.match(line)
             if not m:
@@ -89,7 +105,89 @@ def scan(path, text, figure_ids, bib, facts):
     for fig in set(XREF.findall(text)) - set(figures):
         raise BuildError(path, f"figure '{fig}' is cross-referenced but never placed",
                          f"add '::: figure {fig}'", None)
+    if not allow_raw_html:
+        _refuse_untrusted(path, text, prose_lines, figures, cites, bib)
     return figures, cites
+
+
+def _refuse_untrusted(path, text, prose_lines, figures, cites, bib):
+    """Convert the essay once as render() does (our syntax stashed first, so `$a<b$` and code
+    are never mistaken for HTML) and let python-markdown itself say what it would pass through
+    raw; refuse the first such piece, by line."""
+    found = []  # (needles to find its line by, message, fix)
+    md = _markdown(_context(path, bib, figures, cites, lambda fid, number: "", lambda name: "1"))
+    md.preprocessors.register(_RawBlocks(md, found), "html_block", 20)
+    md.inlinePatterns.register(_RawInline(HTML_RE, md, found), "html", 90)
+    md.treeprocessors.register(_UnsafeAttributes(md, found), "unsafe_attributes", -1)
+    md.convert(text)
+    if found:
+        def line(needles):
+            return min((no for no, prose in enumerate(prose_lines, 1)
+                        for n in needles if n and n in prose), default=None)
+        needles, message, fix = min(found, key=lambda f: line(f[0]) or len(prose_lines) + 1)
+        raise BuildError(path, message, fix, line(needles))
+
+
+def _raw_html(fragment):
+    first = fragment.strip().splitlines()[0] if fragment.strip() else fragment
+    shown = first if len(first) <= 60 else first[:57] + "..."
+    return ([first], f"raw HTML {shown!r} is not allowed in the essay",
+            "write it in markdown (a literal < as &lt; or inside `code`), " + TRUST)
+
+
+def _attribute(name):
+    return ([f"{name}="], f"attribute '{name}' is not allowed in the essay",
+            "remove it (event handlers and inline styles are not markdown), " + TRUST)
+
+
+class _RawBlocks(HtmlBlockPreprocessor):
+    """Markdown's own block-HTML pass; whatever it stashes came from the essay as raw HTML."""
+
+    def __init__(self, md, found):
+        super().__init__(md)
+        self.found = found
+
+    def run(self, lines):
+        before = len(self.md.htmlStash.rawHtmlBlocks)
+        out = super().run(lines)
+        self.found += [_raw_html(str(b)) for b in self.md.htmlStash.rawHtmlBlocks[before:]]
+        return out
+
+
+class _RawInline(HtmlInlineProcessor):
+    """Markdown's own inline-HTML pattern (tags and comments), recording what it matches."""
+
+    def __init__(self, pattern, md, found):
+        super().__init__(pattern, md)
+        self.found = found
+
+    def handleMatch(self, m, data):
+        self.found.append(_raw_html(m.group(1)))
+        return super().handleMatch(m, data)
+
+
+class _UnsafeAttributes(Treeprocessor):
+    """What markdown itself can put into a tag that runs code or escapes the stylesheet: an
+    attribute list ({: onclick=...}) or a link or image address with a script or data scheme."""
+
+    def __init__(self, md, found):
+        super().__init__(md)
+        self.found = found
+
+    def run(self, root):
+        for el in root.iter():
+            for name, value in el.attrib.items():
+                if UNSAFE_ATTRIBUTE.match(name + "="):
+                    self.found.append(_attribute(name))
+                elif name.lower() in URL_ATTRIBUTES:
+                    # As a browser reads it: entities decoded, control characters and spaces gone.
+                    url = re.sub(r"[\x00-\x20]", "", html.unescape(value)).lower()
+                    scheme = UNSAFE_SCHEME.match(url)
+                    if scheme:
+                        self.found.append(([value, html.unescape(value)],
+                                           f"address {value[:60]!r} uses the {scheme.group(1)}: "
+                                           "scheme", "link to an http(s) address or a page of "
+                                           "the site, " + TRUST))
 
 
 def _math(tex, display, path, no):
@@ -167,24 +265,34 @@ class _ExternalLinks(Treeprocessor):
                 a.set("rel", "noopener")
 
 
-def render(path, text, figure_ids, bib, facts, figure_html):
+def render(path, text, figure_ids, bib, facts, figure_html, allow_raw_html=False):
     """The essay's HTML body; figure_html(id, number) gives a placed figure's markup."""
-    figures, cites = scan(path, text, figure_ids, bib, facts)
-    numbers = {fig: i + 1 for i, fig in enumerate(figures)}
+    figures, cites = scan(path, text, figure_ids, bib, facts, allow_raw_html)
 
     def fact(name):
         fig, _, key = name.partition(".")
         return facts[fig][key]
 
-    ctx = {"path": path, "bib": bib, "numbers": numbers, "figure_html": figure_html,
-           "cite_numbers": {k: i + 1 for i, k in enumerate(cites)}, "fact": fact, "cited": {}}
-    md = markdown.Markdown(extensions=["toc", "footnotes", "tables", "attr_list", "smarty"],
+    ctx = _context(path, bib, figures, cites, figure_html, fact)
+    md = _markdown(ctx)
+    body = md.convert(text)
+    words = len(re.sub(r"<[^>]+>", " ", body).split())
+    return Essay(body, md.toc_tokens, figures, cites, words, cited=ctx["cited"])
+
+
+def _context(path, bib, figures, cites, figure_html, fact):
+    return {"path": path, "bib": bib, "numbers": {fig: i + 1 for i, fig in enumerate(figures)},
+            "figure_html": figure_html, "cite_numbers": {k: i + 1 for i, k in enumerate(cites)},
+            "fact": fact, "cited": {}}
+
+
+def _markdown(ctx):
+    md = markdown.Markdown(extensions=["toc", "footnotes", "tables", "attr_list", "smarty",
+                                       "fenced_code"],
                            extension_configs={"toc": {"toc_depth": "2-3", "permalink": "#",
                                                       "permalink_title": "Link to this section"},
                                               "footnotes": {"BACKLINK_TITLE": "Back to text"}})
     md.preprocessors.register(_Directives(md, ctx), "superposition_directives", 25)  # after
     # normalize_whitespace (30), which strips the placeholder markers the stash relies on
     md.treeprocessors.register(_ExternalLinks(md), "external_links", 0)
-    html = md.convert(text)
-    words = len(re.sub(r"<[^>]+>", " ", html).split())
-    return Essay(html, md.toc_tokens, figures, cites, words, cited=ctx["cited"])
+    return md

@@ -16,9 +16,11 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "site_templates"
 MATH_FONT = Path("/usr/share/texmf/fonts/opentype/public/lm-math/latinmodern-math.otf")
 DPKG_SUMS = Path("/var/lib/dpkg/info/fonts-lmodern.md5sums")  # what the Debian package shipped
 # No network origin anywhere; Vega compiles its expressions with Function(), hence unsafe-eval.
-CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'{inline}; style-src 'self' "
-       "'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'none'; "
-       "base-uri 'none'; form-action 'none'")
+# Never 'unsafe-inline': a page's own inline scripts and stylesheet are allowed by their hashes,
+# so an inline script, event handler or style attribute that got into a page cannot run.
+CSP = ("default-src 'none'; script-src 'self' 'unsafe-eval'{scripts}; style-src 'self'{styles}; "
+       "img-src 'self' data:; font-src 'self' data:; connect-src 'none'; base-uri 'none'; "
+       "form-action 'none'")
 
 
 def environment():
@@ -45,14 +47,26 @@ def svg_data_uri(svg):
 
 def render(env, name, **ctx):
     try:
-        return env.get_template(name).render(csp=CSP.format(inline=" 'unsafe-inline'" if
-                                                            ctx.get("inline") else ""), **ctx)
+        return env.get_template(name).render(csp=csp(ctx.get("inline")), **ctx)
     except jinja2.TemplateSyntaxError as e:
         raise BuildError(TEMPLATES / (e.name or name), f"template syntax error: {e.message}",
                          "fix the template", e.lineno) from None
     except jinja2.TemplateError as e:
         raise BuildError(TEMPLATES / name, f"template error: {e}",
                          "fix the template or the value it names") from None
+
+
+def csp(inline):
+    """The policy of a page; `inline` is what base.html writes verbatim inside its <style> and
+    <script> elements (inline_assets, inline_style), which is what the hashes are taken of."""
+    if not inline:
+        return CSP.format(scripts="", styles="")
+    return CSP.format(scripts="".join(csp_hash(inline[k]) for k in ("runtime", "js") if inline[k]),
+                      styles=csp_hash(inline["css"]))
+
+
+def csp_hash(text):
+    return f" 'sha256-{base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()}'"
 
 
 def toc_html(tokens):

@@ -108,6 +108,61 @@ def test_offline_edition_is_one_self_contained_file(browser, site, tmp_path):
     page.close()
 
 
+@pytest.mark.parametrize("name", ["index.html", "superposition-offline.html"])
+def test_chart_tooltips_are_styled_by_the_stylesheet(browser, site, name):
+    """vega-tooltip's own <style>, added at run time, would be refused by the CSP: site.js turns
+    it off and style.css positions and shows the tooltip, with nothing reported."""
+    page = Page(browser, (site / name).as_uri())
+    page.page.locator('.chart[data-figure="superposition-panel"] svg .mark-rect path').first.hover()
+    page.page.wait_for_selector("#vg-tooltip-element.visible", timeout=5000)
+    assert page.page.eval_on_selector("#vg-tooltip-element", """e => [getComputedStyle(e).position,
+        getComputedStyle(e).visibility, e.textContent.includes('value')]""") == \
+        ["fixed", "visible", True]
+    assert page.page.evaluate("document.getElementById('vega-tooltip-style')") is None
+    assert page.console == []
+    page.close()
+
+
+def test_404_from_disk_is_styled_under_its_csp(browser, site):
+    """404.html carries its stylesheet inline, allowed by its hash alone: it must apply (the dark
+    background) with no CSP report in the console."""
+    page = browser.new_page()
+    page.emulate_media(color_scheme="dark")
+    console = []
+    page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
+    page.goto((site / "404.html").as_uri())
+    bg = page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
+    assert bg == "rgb(21, 23, 26)" and console == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def trusting_site(site, tmp_path_factory):
+    """The real site, rebuilt from an essay that allow_raw_html lets carry an inline handler."""
+    from tests.conftest import ROOT, run_build
+    base = tmp_path_factory.mktemp("raw")
+    shutil.copytree(ROOT / "content", base / "content")
+    with open(base / "content" / "meta.toml", "a") as f:
+        f.write("allow_raw_html = true\n")
+    with open(base / "content" / "essay.md", "a") as f:
+        f.write('\nInjected: <img src="missing.png" alt="" '
+                'onerror="window.pwned = true; document.title = \'pwned\'">\n')
+    run_build("--content", base / "content", "--out", base / "site")
+    return base / "site"
+
+
+@pytest.mark.parametrize("name", ["superposition-offline.html", "index.html"])
+def test_an_allowed_inline_handler_still_cannot_run(browser, trusting_site, name):
+    page = Page(browser, (trusting_site / name).as_uri())
+    assert 'onerror="window.pwned' in (trusting_site / name).read_text()
+    assert page.page.evaluate("[typeof window.pwned, document.title]") == \
+        ["undefined", "Polysemanticity"]
+    # The handler was attempted and refused: the page's CSP, not a missing image, stopped it.
+    assert any("Content Security Policy" in m and "inline event handler" in m
+               for m in page.console), page.console
+    page.close()
+
+
 def test_served_over_http_like_github_pages(browser, site):
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):

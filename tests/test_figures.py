@@ -7,12 +7,14 @@ import pytest
 import vl_convert
 
 from precompute import figures
-from precompute.figures import concentration
+from precompute.figures import adversarial, concentration, learning_dynamics
+from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
 from render.figure_export import canonical_spec
 
 STABLE_IDS = ["lab-correlations", "lab-interference", "lab-packing", "superposition-panel",
               "phase-diagram", "dimensionality", "concentration", "sae-recovery",
-              "correlated-features", "computation"]
+              "adversarial", "learning-dynamics", "correlated-features", "computation"]
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,79 @@ def test_lab_packing_facts_say_what_the_models_do(built):
         angles = sorted(np.degrees(np.arctan2(a.y, a.x)) % 360)
         gaps = np.diff(angles + [angles[0] + 360])
         assert np.abs(gaps - 72).max() < 6, (s_index, gaps)
+
+
+# --- adversarial vulnerability -----------------------------------------------------------------
+
+def test_the_attack_is_the_papers_and_scores_a_plain_model_at_one():
+    """lambda (WᵀW)_i / ||(WᵀW)_i|| moves output i by lambda in a model that keeps its features in
+    their own dimensions, so that model's loss increase per lambda^2 is I_1/n: vulnerability 1."""
+    W = np.hstack([np.eye(5), np.zeros((5, 15))])
+    x = adversarial.inputs(0.9, 20, 4096)
+    I = 0.7 ** np.arange(20)
+    lam, clean, attacked, vul = adversarial.vulnerability(W, np.zeros(20), I, x, relu=False)
+    assert lam == pytest.approx(0.1 * np.linalg.norm(x, axis=1).mean())
+    assert vul == pytest.approx(1.0, abs=1e-6)
+    # Two features sharing one dimension antipodally: pushing one moves the other's output too.
+    W2 = np.hstack([np.array([[1.0, -1.0]] + [[0.0, 0.0]] * 4), np.eye(5)[:, :3], np.zeros((5, 15))])
+    assert adversarial.vulnerability(W2, np.zeros(20), I, x, relu=False)[3] > 1.5
+
+
+def test_superposition_makes_the_models_more_vulnerable(built):
+    """The paper ("Relationship to Adversarial Robustness"), with this attack: vulnerability
+    "sharply increases as superposition forms (increasing by >3x)" and "closely tracks the number
+    of features per dimension". Ours, n=20, m=5, I_i=0.7^i, lowest-loss seeds: the linear model
+    and the dense ReLU model (no superposition) score 1; the superposed ReLU models score more
+    than the linear model at the same sparsity, up to about 2x at S = 0.95-0.97, and track
+    features per dimension (rank correlation) up to that peak. Past it the paper's budget (a
+    tenth of a shrinking average input) falls below the ReLU threshold and vulnerability falls:
+    the >3x is not reached here (see the figure's facts)."""
+    df = built["adversarial"].tables["vulnerability"]
+    relu = df[df.model == "ReLU model"].set_index("sparsity")
+    lin = df[df.model == "linear model"].set_index("sparsity")
+    assert np.allclose(lin.vulnerability, 1.0, atol=0.02)
+    assert relu.vulnerability[0.0] == pytest.approx(1.0, abs=0.02)
+    for s in (0.7, 0.9, 0.99):
+        assert relu.features_per_dimension[s] > 1.3
+        assert relu.vulnerability[s] > 1.2 * lin.vulnerability[s], s
+    peak = relu.vulnerability.idxmax()
+    assert peak >= 0.9 and relu.vulnerability[peak] > 1.8 * relu.vulnerability[0.0]
+    upto = relu.loc[:peak]
+    assert adversarial.rank_correlation(upto.vulnerability, upto.features_per_dimension) >= 0.8
+
+
+# --- learning dynamics -------------------------------------------------------------------------
+
+def test_the_dynamics_rules_can_say_no():
+    """The plateau, drop and jump rules find nothing in a smooth exponential loss or in
+    dimensionalities that drift slowly, and find the event planted in a step-shaped trace."""
+    t = np.arange(40)
+    assert learning_dynamics.plateau_drops(0.07 + 0.02 * np.exp(-t / 8)) == []
+    stepped = np.where(t < 20, 0.08, 0.07) + 1e-5 * t
+    assert learning_dynamics.plateau_drops(np.minimum.accumulate(stepped)) != []
+    slow = np.linspace(0.2, 0.5, 40)[:, None] * np.ones((1, 3))
+    assert learning_dynamics.jumps(slow, np.ones((40, 3))) == []
+    slow[20:, 1] = 1.0
+    assert {i for i, _, _ in learning_dynamics.jumps(slow, np.ones((40, 3)))} == {1}
+
+
+def test_a_loss_drop_after_a_plateau_meets_a_dimensionality_jump(trained, built):
+    """The paper ("Superposition and Learning Dynamics", Phenomenon 1): in a uniform-importance
+    run whose features end in antipodal pairs (digons), features' dimensionalities jump and "the
+    loss curve also undergoes a sudden drop" as they do. The paper shows one chosen run; we test
+    the lowest-loss seed (n=100, m=10, 1-S=0.33): a plateau, then a drop of at least 3%, which a
+    jump of at least 0.25 in some feature's D_i meets within two snapshots; and at the end most
+    represented features at D_i = 1/2."""
+    tr = trained[learning_dynamics.FAMILY]
+    k = int(lowest_loss(tr)[0])
+    D, norm = learning_dynamics.dimensionalities(tr.arrays["snap_W"][k])
+    loss = tr.arrays["snap_loss"][k].astype(np.float64)
+    events = learning_dynamics.coincident(learning_dynamics.plateau_drops(loss),
+                                          learning_dynamics.jumps(D, norm))
+    assert any(features for _, features in events), events
+    final = D[-1][norm[-1] > REPRESENTED]
+    assert len(final) >= 2 * tr.family.m - 2 and np.mean(np.abs(final - 0.5) < 0.02) >= 0.8
+    # The curve is the training loss: its last point agrees with the paired evaluation.
+    assert loss[-1] == pytest.approx(float(tr.arrays["final_loss"][k]), rel=0.01)
+    facts = built["learning-dynamics"].facts
+    assert facts["jumping"] >= 1 and facts["plateau_from"] != "none"

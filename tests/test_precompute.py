@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from errors import BuildError
-from precompute import abs_model, cache, config, metrics, phase_theory, sae, toy_model, train
+from precompute import (abs_model, cache, config, metrics, models, phase_theory, sae, toy_model,
+                        train)
 from precompute.figures import computation, correlated_features
 from precompute.models import lowest_loss
 from precompute.figures.lab_correlations import MONOSEMANTIC, neuron_shares
@@ -64,6 +65,9 @@ def test_default_grid_holds_the_issue_minimums(grid):
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nmodel = "mlp"\n', "model 'mlp'"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nmodel = "absolute-value"\n'
      'activation = "linear"\n', "fixes its activations"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nsnapshots = 40\n', "one key, num"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nsnapshots = { num = 1 }\n',
+     "at least 2"),
 ])
 def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
     path = write_grid(tmp_path, body)
@@ -76,12 +80,15 @@ def test_bad_grid_is_one_line_with_file_line_and_fix(tmp_path, body, message):
 
 def test_paper_grid_extends_the_default(grid):
     paper = config.load_grid(config.DEFAULT_GRID.with_name("grid-paper.toml"))
-    dim, comp = paper.families["dimensionality"], paper.families["computation"]
-    assert (dim.instances[0].n, dim.m) == (400, 30)
+    for name in ("dimensionality", "dynamics"):  # the paper's n=400, m=30 setups
+        fam = paper.families[name]
+        assert (fam.instances[0].n, fam.m) == (400, 30)
+        assert fam.snapshots == grid.families[name].snapshots
+    comp = paper.families["computation"]
     assert (comp.instances[0].n, comp.m, comp.model) == (100, 40, "absolute-value")
     assert comp.instances[0].importance[:2] == (1.0, 0.8)
     for name, fam in grid.families.items():
-        if name not in ("dimensionality", "computation"):
+        if name not in ("dimensionality", "dynamics", "computation"):
             assert paper.families[name] == fam
     assert paper.train == grid.train and paper.sae == grid.sae
 
@@ -158,6 +165,53 @@ def test_set_input_laws_match_the_paper(law, path):
         assert abs(active.mean().item() - 0.5) < 0.005 and abs(active.var().item() - 1 / 12) < 0.003
 
 
+def test_evaluation_inputs_are_the_law_given_some_feature_is_active():
+    """metrics.evaluate draws inputs given that some feature is active: each feature is then active
+    with probability p / P(any), pairs with p^2 / P(any), values stay uniform on [0, 1], padding
+    features never fire, and P(any) = 1 - (1 - p)^n."""
+    ps, n = [0.3, 0.05, 0.001, 1.0], 5
+    inv_p = torch.full((len(ps), n + 1, 1), toy_model.PAD_INV_P)
+    for k, p in enumerate(ps):
+        inv_p[k, :n] = 1 / p
+    gen = torch.Generator().manual_seed(0)
+    r, u = torch.rand(1, n + 1, 400_000, generator=gen), torch.rand(1, 1, 400_000, generator=gen)
+    x, any_active = toy_model.sample_inputs_given_any(r, u, inv_p, torch.full((len(ps),), n))
+    on = (x > 0).double()
+    for k, p in enumerate(ps):
+        assert abs(any_active[k].item() - (1 - (1 - p) ** n)) < 1e-6
+        assert on[k, :n].amax(0).min() == 1 and on[k, n].max() == 0
+        assert np.allclose(on[k, :n].mean(1), p / any_active[k].item(), atol=0.004)
+        assert abs(on[k, 0].mul(on[k, 3]).mean().item() - p * p / any_active[k].item()) < 0.003
+        active = x[k][on[k] > 0]
+        assert abs(active.mean().item() - 0.5) < 0.005 and active.max() < 1
+
+
+def test_conditioned_evaluation_is_the_plain_expectation():
+    """The zero-input part plus P(any) times the conditioned mean is the same loss as plain
+    sampling (20 features at S = 0.9 and 0.999, a random model; equal within four standard errors),
+    and its noise at S = 0.999 is several times smaller."""
+    fam = config.load_grid().families["superposition"]
+    ks = [k for k, i in enumerate(fam.instances) if i.seed == 0 and i.sparsity in (0.9, 0.999)]
+    fam = replace(fam, instances=tuple(fam.instances[k] for k in ks), seeds=1)
+    gen = torch.Generator().manual_seed(1)
+    W = torch.randn(2, fam.m, 20, generator=gen) * 0.4
+    b = -0.1 * torch.rand(2, 20, generator=gen)
+    cond = np.array([metrics.evaluate(fam, W.numpy(), b.numpy(), 65536, purpose=f"c{t}")[0]
+                     for t in range(6)])
+    batch = train.Batch(fam, "cpu")
+    plain = []
+    for t in range(6):
+        r = torch.rand(1, 1, 20, 1 << 19, generator=gen)
+        x = toy_model.sample_inputs(r, batch.inv_p, torch.empty(2, 20, 1 << 19).view(1, 2, 20, -1))
+        plain.append(toy_model.loss(W, b.unsqueeze(2), x.view(2, 20, -1), batch.importance,
+                                    batch.n).numpy())
+    plain = np.array(plain)
+    se = np.sqrt((cond.var(0, ddof=1) + plain.var(0, ddof=1)) / 6)
+    assert np.all(np.abs(cond.mean(0) - plain.mean(0)) < 4 * se), (cond.mean(0), plain.mean(0), se)
+    # per sample (plain draws are 8x larger), the conditioned noise at S = 0.999 is 3x smaller
+    assert cond.std(0)[1] * 3 < plain.std(0)[1] * np.sqrt(8), (cond.std(0), plain.std(0))
+
+
 @pytest.mark.parametrize("relu, hidden_relu", [(True, False), (False, False), (True, True)])
 def test_fused_gradient_equals_autograd(relu, hidden_relu):
     torch.manual_seed(0)
@@ -212,6 +266,31 @@ def test_training_is_deterministic(grid):
     cfg = replace(grid.train, steps=300)
     a, b = train_family(fam, cfg, progress=False), train_family(fam, cfg, progress=False)
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_snapshots_are_the_training_trajectory(grid, tmp_path):
+    """The learning-dynamics hook: W and b at log-spaced steps, the last one the trained model,
+    the loss the mean training loss since the previous snapshot; other families keep none, and
+    a cached entry with the wrong snapshot shapes is retrained."""
+    fam = replace(family("snap", 6, 2, [0.0, 0.9], 2), snapshots=12)
+    cfg = replace(grid.train, steps=300, log_every=1)
+    out = train_family(fam, cfg, progress=False)
+    steps = out["snap_steps"]
+    assert steps[0] == 1 and steps[-1] == 300 and np.all(np.diff(steps) > 0) and len(steps) <= 12
+    assert np.array_equal(out["snap_W"][:, -1], out["W"]) and np.array_equal(out["snap_b"][:, -1], out["b"])
+    assert out["snap_W"].shape == (4, len(steps), 2, 6) and out["snap_loss"].shape == (4, len(steps))
+    # log_every = 1 logs every step's training loss: the snapshot loss is their mean per interval.
+    bounds = np.concatenate([[0], steps])
+    mean = [out["loss_curve"][:, a:b].mean(1) for a, b in zip(bounds[:-1], bounds[1:])]
+    assert np.allclose(out["snap_loss"], np.stack(mean, 1), rtol=1e-5)
+    assert "snap_W" not in train_family(family("plain", 6, 2, [0.9], 1), cfg, progress=False)
+
+    key = models.cache_key(fam, cfg, "cpu")
+    path = tmp_path / f"snap-{key[:16]}.npz"
+    cache.save(path, key, {**out, "snap_W": out["snap_W"][:, :3], "final_loss": np.zeros(4)})
+    logged = []
+    again = models.trained_family(fam, cfg, "cpu", tmp_path, progress=False, log=logged.append)
+    assert not again.from_cache and "wrong shape for 'snap_W'" in logged[0]
 
 
 def test_divergence_names_family_and_grid_point(grid):
@@ -348,7 +427,7 @@ def test_dimensionality_sticks_at_one_and_one_half(trained):
 def test_empirical_correlation_matches_closed_form(trained):
     """For independent features of equal density, corr(h_k, x_i) = W_ki / ||W_k,:|| exactly."""
     tr = trained["superposition"]
-    for k in lowest_loss(tr)[[0, 8]]:
+    for k in lowest_loss(tr):  # the densest to the sparsest: the conditioned moments hold
         W, _, corr = tr.model(k)
         exact = W / np.linalg.norm(W, axis=1, keepdims=True)
         assert np.abs(corr - exact).max() < 0.03

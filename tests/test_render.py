@@ -36,6 +36,46 @@ def test_bad_essay_input_names_file_and_line(text, line, message):
     assert str(e.value).startswith(f"content/essay.md:{line}: ") and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("text, line, message", [
+    ("ok\n\n<script>alert(1)</script>\n", 3, "raw HTML '<script>alert(1)</script>'"),
+    ("a <img src=x onerror=alert(1)> b\n", 1, "raw HTML '<img src=x onerror=alert(1)>'"),
+    ("a <img\nsrc=x onerror=alert(1)> b\n", 1, "raw HTML '<img'"),  # a tag over two lines
+    ("ok\n\n<iframe src='x'></iframe>\n", 3, "raw HTML"),
+    ("ok\n\n<!-- a comment -->\n", 3, "raw HTML '<!-- a comment -->'"),
+    ("ok `<b>` then <b>bold</b>\n", 1, "raw HTML '<b>'"),
+    ("x[^n]\n\n[^n]: see <b>this</b>\n", 3, "raw HTML '<b>'"),
+    ("| a | b |\n|---|---|\n| <i>x</i> | y |\n", 3, "raw HTML '<i>'"),
+    ("[x](javascript:alert(1))\n", 1, "uses the javascript: scheme"),
+    ("[x]( JaVaScRiPt:alert(1))\n", 1, "uses the javascript: scheme"),
+    ("[x](javascript&#58;alert(1))\n", 1, "uses the javascript: scheme"),
+    ("[x][r]\n\n[r]: vbscript:msgbox\n", 3, "uses the vbscript: scheme"),
+    ("![x](data:image/svg+xml;base64,PHN2Zz4=)\n", 1, "uses the data: scheme"),
+    ("para\n{: onclick=\"alert(1)\" }\n", 2, "attribute 'onclick'"),
+    ("para\n{: style=\"color: red\" }\n", 2, "attribute 'style'"),
+    ("```{ .py onmouseover=\"alert(1)\" }\nx\n```\n", 1, "attribute 'onmouseover'"),
+])
+def test_raw_html_and_script_are_refused_by_line(text, line, message):
+    with pytest.raises(BuildError) as e:
+        render(text)
+    assert str(e.value).startswith(f"content/essay.md:{line}: ") and message in str(e.value)
+    assert "allow_raw_html = true in content/meta.toml" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_less_than_in_math_code_and_autolinks_is_not_html():
+    doc = render("$a<b$ and $c>d$, `<b>` and <https://example.org/?a=1> and a &lt; b.\n\n"
+                 "```\n<script>alert(1)</script>\n```\n\n    <i>indented code</i>\n")
+    assert "<script>" not in doc.html and "&lt;script&gt;" in doc.html
+    assert "<i>" not in doc.html and '<a href="https://example.org/?a=1"' in doc.html
+    assert doc.html.count("<math") == 2
+
+
+def test_allow_raw_html_passes_it_through():
+    text = "a <img src=x onerror=alert(1)> b [x](javascript:alert(1))\n"
+    doc = essay.render(Path("content/essay.md"), text, IDS, BIB, {i: {} for i in IDS},
+                       lambda fid, n: "", allow_raw_html=True)
+    assert "<img src=x onerror=alert(1)>" in doc.html and 'href="javascript:alert(1)"' in doc.html
+
+
 def test_bad_math_names_the_line():
     with pytest.raises(BuildError, match=r"essay.md:2: cannot render math"):
         render("ok\n$\\frac{1}{$\n")

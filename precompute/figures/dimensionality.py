@@ -14,7 +14,8 @@ ID = "dimensionality"
 FAMILY = "dimensionality"
 FAMILIES = [FAMILY]
 # the names build() puts in facts, for --check
-FACTS = ('n', 'm', 'seeds', 'one_to', 'half_from', 'half_to', 'half_features', 'at_3_4',
+FACTS = ('n', 'm', 'seeds', 'one_to', 'half_from', 'half_to', 'half_features', 'pairs_from',
+         'pairs_to', 'at_3_4',
          'at_2_3', 'at_1_2', 'at_2_5', 'at_3_8', 'dense_represented_3', 'dense_represented_5',
          'dense_represented_7')
 FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
@@ -28,10 +29,10 @@ THRESHOLDS = (0.3, 0.5, 0.7)
 STICK = 0.03
 
 
-def stretch(curve, value):
-    """1/(1-S) of the first and last density of the longest run of consecutive densities whose
-    D* is within STICK of value, and the run's rows; (None, None, empty) if there is none."""
-    near = ((curve.dims_per_feature - value).abs() < STICK).tolist()
+def stretch(curve, near):
+    """1/(1-S) of the first and last density of the longest run of consecutive densities where
+    `near` (a boolean per row) holds, and the run's rows; (None, None, empty) if there is none."""
+    near = list(near)
     best, start = (0, 0), None
     for i, v in enumerate(near + [False]):
         if v and start is None:
@@ -63,12 +64,15 @@ def build(trained):
                 dots.append({"inv_density": inv, "feature": i + 1,
                              "D": round(float(geo["dimensionality"][i]), 4)})
     curve, dots = pd.DataFrame(curve).sort_values("inv_density"), pd.DataFrame(dots)
-    _, one_to, _ = stretch(curve, 1.0)
-    half_from, half_to, half = stretch(curve, 0.5)
+    _, one_to, _ = stretch(curve, (curve.dims_per_feature - 1).abs() < STICK)
+    half_from, half_to, half = stretch(curve, (curve.dims_per_feature - 0.5).abs() < STICK)
+    # where (nearly) every represented feature is in an antipodal pair, whatever D* reads
+    pairs_from, pairs_to, _ = stretch(curve, curve.at_half >= 0.95 * curve["represented_0.5"].clip(1))
     fmt = lambda v: "none" if v is None else f"{v:.1f}"
     facts = {"n": fam.instances[0].n, "m": fam.m, "seeds": fam.seeds, "one_to": fmt(one_to),
              "half_from": fmt(half_from), "half_to": fmt(half_to),
-             "half_features": int(half.at_half.max()) if len(half) else 0}
+             "half_features": int(half.at_half.max()) if len(half) else 0,
+             "pairs_from": fmt(pairs_from), "pairs_to": fmt(pairs_to)}
     # How many represented features (all densities) sit within 0.02 of each named fraction D_i.
     facts.update({f"at_{f.numerator}_{f.denominator}": int(((dots.D - float(f)).abs() < 0.02).sum())
                   for f in FRACTIONS[1:-1]})

@@ -19,7 +19,7 @@ ID = "lab-correlations"
 FAMILY = "privileged"
 BASIC = "superposition"
 FAMILIES = [FAMILY, BASIC]
-FACTS = ("dense_monosemantic", "dense_mixed_seeds", "dense_mixed_excess", "half_monosemantic",
+FACTS = ("dense_monosemantic", "dense_mixed_seeds", "dense_mixing_any_loss", "dense_mixed_excess", "half_monosemantic",
          "sparsest_density", "sparse_polysemantic", "all_polysemantic_from", "sparse_represented",
          "seeds", "rotation_sparsity", "rotation_loss", "rotated_loss",
          "basic_features_per_neuron", "rotated_features_per_neuron")
@@ -96,13 +96,14 @@ def build(trained):
     dense = [k for k in range(len(fam.instances)) if fam.instances[k].sparsity == 0.0]
     losses = tr.arrays["final_loss"][dense]
     excess = losses / losses.min() - 1
-    mixed = [e for k, e in zip(dense, excess) if monosemantic_count(tr.model(k)[0]) < fam.m
-             and e < 0.02]
+    mixing = [e for k, e in zip(dense, excess) if monosemantic_count(tr.model(k)[0]) < fam.m]
+    mixed = [e for e in mixing if e < 0.02]
     all_poly = summary[summary.polysemantic == fam.m]
     s_rot, (loss, loss_rot), (pr_basic, pr_rot) = rotation_contrast(trained[BASIC])
     facts = {
         "dense_monosemantic": int(at(1.0).monosemantic),
         "dense_mixed_seeds": len(mixed),
+        "dense_mixing_any_loss": len(mixing),
         "dense_mixed_excess": f"{100 * max(mixed, default=0):.1f}%",
         "half_monosemantic": int(at(0.5).monosemantic),
         "sparsest_density": f"{summary.density.min():g}",

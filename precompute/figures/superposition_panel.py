@@ -14,7 +14,7 @@ LINEAR = "linear"
 FAMILIES = [FAMILY, LINEAR]
 # the names build() puts in facts, for --check
 FACTS = ('onset_sparsity', 'onset_before', 'linear_represented', 'relu_dense_represented',
-         'relu_sparse_represented', 'sparsest', 'seeds', 'eval_samples')
+         'relu_sparse_represented', 'sparse_seed_represented', 'sparsest', 'seeds', 'eval_samples')
 
 
 def build(trained):
@@ -44,11 +44,15 @@ def build(trained):
     # than it has dimensions (a count that does not depend on the hidden basis).
     labels = list(dict.fromkeys(bars.sparsity))
     over = [i for i, c in enumerate(relu_rep) if c > fam.m]
+    # every seed's count at the sparsest point, where the seeds disagree most
+    sparsest = [int((metrics.geometry(tr.model(k)[0])["norm"] > REPRESENTED).sum())
+                for k, i in enumerate(fam.instances) if i.sparsity == fam.instances[-1].sparsity]
     facts = {"onset_sparsity": labels[over[0]] if over else "never",
              "onset_before": labels[over[0] - 1] if over and over[0] > 0 else "none",
              "linear_represented": " or ".join(map(str, lin_rep)),
              "relu_dense_represented": int(relu_rep.iloc[0]),
              "relu_sparse_represented": int(relu_rep.iloc[-1]),
+             "sparse_seed_represented": f"{min(sparsest)} to {max(sparsest)}",
              "sparsest": bars.sparsity.iloc[-1], "seeds": fam.seeds,
              "eval_samples": f"{int(tr.arrays['eval_samples'].item()):,}"}
 

@@ -24,7 +24,8 @@
     // One accessible label per chart (the figure's, on its container), none per mark.
     spec.config = Object.assign({}, spec.config, {aria: false});
     return window.vegaEmbed(el, spec, {
-      renderer: "svg", actions: false, defaultStyle: false,
+      // No <style> elements added at run time (the CSP refuses them): style.css styles both.
+      renderer: "svg", actions: false, defaultStyle: false, tooltip: {disableDefaultStyle: true},
       theme: dark.matches ? "dark" : undefined
     });
   }

@@ -1,0 +1,150 @@
+"""Superposition during training (the paper's "Superposition and Learning Dynamics"): each
+feature's dimensionality D_i and the training loss at log-spaced steps of a uniform-importance
+run whose represented features all end in antipodal pairs (D_i = 1/2), with the loss plateaus,
+the drops after them and the features' dimensionality jumps found by the rules below."""
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from precompute import metrics
+from precompute.figures import PALETTE, Figure
+from precompute.metrics import REPRESENTED
+from precompute.models import lowest_loss
+
+ID = "learning-dynamics"
+FAMILY = "dynamics"
+FAMILIES = [FAMILY]
+# the names build() puts in facts, for --check
+FACTS = ('n', 'm', 'density', 'snapshots', 'seed', 'seeds', 'seeds_with_event', 'plateau_from',
+         'plateau_to', 'drop_to', 'drop', 'jumping', 'other_jumping', 'final_half',
+         'final_represented')
+KINDS = ["jumps during the drop", "jumps elsewhere", "no jump"]
+# A plateau: at least PLATEAU snapshot intervals in a row in which the training loss falls by
+# less than FLAT of itself. A drop: the loss then falls by at least DROP of itself within DROP_SPAN
+# intervals. A jump: a feature's D_i moves by at least JUMP within JUMP_SPAN intervals (the
+# snapshots are log-spaced, so JUMP_SPAN intervals are a fixed factor in steps), the feature
+# represented (||W_i|| > REPRESENTED) at one end. They coincide when the jump's window meets the
+# drop's window widened by SLACK snapshots.
+PLATEAU, FLAT, DROP, DROP_SPAN = 4, 0.003, 0.03, 6
+JUMP, JUMP_SPAN, SLACK = 0.25, 3, 2
+
+
+def dimensionalities(W_snaps):
+    """D_i and ||W_i|| at every snapshot: two arrays (snapshots, n)."""
+    geo = [metrics.geometry(W) for W in W_snaps]
+    return np.array([g["dimensionality"] for g in geo]), np.array([g["norm"] for g in geo])
+
+
+def plateau_drops(loss):
+    """[(plateau start, plateau end, drop end)] in snapshot indices, by the rules above."""
+    fall = (loss[:-1] - loss[1:]) / loss[:-1]  # fall[k]: from snapshot k to k + 1
+    flat = fall < FLAT
+    events = []
+    for end in range(PLATEAU, len(loss) - 1):
+        if flat[end - PLATEAU:end].all() and not flat[end]:
+            stop = min(end + DROP_SPAN, len(loss) - 1)
+            if (loss[end] - loss[stop]) / loss[end] >= DROP:
+                start = end - PLATEAU
+                while start > 0 and flat[start - 1]:
+                    start -= 1
+                events.append((start, end, stop))
+    return events
+
+
+def jumps(D, norm):
+    """[(feature, first snapshot, last snapshot)] for each jump, by the rules above."""
+    found = []
+    for j in range(len(D) - JUMP_SPAN):
+        moved = np.abs(D[j + JUMP_SPAN] - D[j]) >= JUMP
+        seen = (norm[j] > REPRESENTED) | (norm[j + JUMP_SPAN] > REPRESENTED)
+        found += [(int(i), j, j + JUMP_SPAN) for i in np.flatnonzero(moved & seen)]
+    return found
+
+
+def coincident(events, found):
+    """The plateau-drop events with the features whose jumps meet their drop."""
+    return [(ev, sorted({i for i, a, b in found if a <= ev[2] + SLACK and b >= ev[1] - SLACK}))
+            for ev in events]
+
+
+def build(trained):
+    tr = trained[FAMILY]
+    fam, a = tr.family, tr.arrays
+    steps = a["snap_steps"]
+    per_seed = []
+    for k in range(len(fam.instances)):
+        D, norm = dimensionalities(a["snap_W"][k])
+        loss = a["snap_loss"][k].astype(np.float64)
+        found = jumps(D, norm)
+        per_seed.append((D, norm, loss, [e for e in coincident(plateau_drops(loss), found) if e[1]],
+                         {i for i, _, _ in found}))
+    best = int(lowest_loss(tr)[0])
+    D, norm, loss, events, jumped = per_seed[best]
+    # The largest drop (short runs, as in the build tests' 100-step grid, may have none).
+    (start, end, stop), jumping = max(events, key=lambda e: loss[e[0][1]] - loss[e[0][2]]) \
+        if events else ((None, None, None), [])
+    inst = fam.instances[best]
+    ever = np.flatnonzero((norm > REPRESENTED).any(0))
+    feats = pd.DataFrame([{"step": int(s), "feature": int(i) + 1, "D": round(float(D[j, i]), 4),
+                           "kind": KINDS[0 if i in jumping else 1 if i in jumped else 2],
+                           "represented": bool(norm[j, i] > REPRESENTED)}
+                          for j, s in enumerate(steps) for i in ever])
+    curve = pd.DataFrame({"step": steps.astype(int), "loss": np.round(loss, 6)})
+    windows = pd.DataFrame([{"from": int(steps[start]), "to": int(steps[end]), "phase": "plateau"},
+                            {"from": int(steps[end]), "to": int(steps[stop]), "phase": "drop"}]
+                           if events else [], columns=["from", "to", "phase"])
+    at = lambda j: f"{steps[j]:,}" if events else "none"
+    final = D[-1][norm[-1] > REPRESENTED]
+    facts = {"n": inst.n, "m": fam.m, "density": f"{1 - inst.sparsity:.2f}",
+             "snapshots": len(steps), "seed": inst.seed, "seeds": fam.seeds,
+             "seeds_with_event": sum(bool(s[3]) for s in per_seed),
+             "plateau_from": at(start), "plateau_to": at(end), "drop_to": at(stop),
+             "drop": f"{100 * (loss[end] - loss[stop]) / loss[end]:.1f}%" if events else "none",
+             "jumping": len(jumping), "other_jumping": len(jumped - set(jumping)),
+             "final_half": int((np.abs(final - 0.5) < 0.02).sum()),
+             "final_represented": len(final)}
+
+    x = alt.X("step:Q", scale=alt.Scale(type="log"), title="training step")
+    shade = alt.Chart(windows).mark_rect(opacity=0.18).encode(
+        x="from:Q", x2="to:Q", color=alt.Color("phase:N", title=None, scale=alt.Scale(
+            domain=["plateau", "drop"], range=["#999999", PALETTE[1]])))
+    lines = alt.Chart(feats).mark_line(strokeWidth=1.5).encode(
+        x=x, y=alt.Y("D:Q", title="feature dimensionality Dᵢ", scale=alt.Scale(domain=[0, 1.05])),
+        detail="feature:N", opacity=alt.condition(alt.datum.kind == KINDS[2], alt.value(0.3),
+                                                  alt.value(0.95)),
+        color=alt.Color("kind:N", title=None, scale=alt.Scale(
+            domain=KINDS, range=[PALETTE[5], PALETTE[3], PALETTE[0]])),
+        tooltip=["feature:N", "step:Q", "D:Q", "represented:N"])
+    half = alt.Chart(pd.DataFrame({"D": [0.5, 1.0]})).mark_rule(color="gray", strokeDash=[4, 3]
+                                                                 ).encode(y="D:Q")
+    top = alt.layer(shade, half, lines).resolve_scale(color="independent").properties(
+        width=500, height=220)
+    bottom = alt.layer(shade, alt.Chart(curve).mark_line(color=PALETTE[7], point=True).encode(
+        x=x, y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
+        tooltip=["step:Q", alt.Tooltip("loss:Q", format=".5f")])).properties(width=500, height=160)
+    chart = alt.vconcat(top, bottom).resolve_scale(color="independent")
+
+    caption = (f"One training run, n = {facts['n']} features of equal importance in m = "
+               f"{facts['m']} dimensions at feature density {facts['density']} (the lowest-loss "
+               f"of {facts['seeds']} seeds), recorded at {facts['snapshots']} log-spaced steps. Top: "
+               f"each feature's dimensionality Dᵢ. Bottom: the training loss, averaged over the "
+               f"steps since the previous record. The loss sits on a plateau from step "
+               f"{facts['plateau_from']} to {facts['plateau_to']}, then drops {facts['drop']} by "
+               f"step {facts['drop_to']}, while {facts['jumping']} features (orange) jump in "
+               f"dimensionality; {facts['other_jumping']} other features (pink) jump elsewhere, "
+               f"with no drop the rules detect. At the end {facts['final_half']} of the "
+               f"{facts['final_represented']} represented features sit at Dᵢ = 1/2, in antipodal "
+               f"pairs. {facts['seeds_with_event']} of {facts['seeds']} seeds show such a drop.")
+    description = ("Two stacked line charts on a log step axis: each feature's dimensionality "
+                   "during training, with the features that jump highlighted, and the training "
+                   "loss, with the plateau and the drop after it shaded.")
+    return Figure(ID, "Feature dimensionality during training", caption, description, chart,
+                  {"features": feats, "loss": curve, "windows": windows}, FAMILIES,
+                  {"snapshots": "log-spaced steps, W and b kept (grid: snapshots)",
+                   "loss": "mean training loss over the steps since the previous snapshot",
+                   "rules": f"plateau: >= {PLATEAU} intervals each falling < {FLAT:.1%}; drop: "
+                            f">= {DROP:.0%} within {DROP_SPAN} intervals; jump: |dD_i| >= {JUMP} "
+                            f"within {JUMP_SPAN} intervals, within {SLACK} snapshots of the drop",
+                   "size": "the paper's setup is n=400, m=30 (grid-paper.toml); the default "
+                           "grid trains n=100, m=10, about the paper's ratio of n to m",
+                   "selection": "lowest final loss of the seeds"}, facts)
