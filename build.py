@@ -267,7 +267,8 @@ def family_config(tr, grid):
                 "train": vars(grid.sae_train), "cache_key": tr.key, "training_code": sae.code_hash()}
     return {"name": tr.family.name, "title": tr.family.title, "spec": tr.family.spec,
             "m": tr.family.m, "activation": tr.family.activation, "seeds": tr.family.seeds,
-            "train": vars(grid.train), "cache_key": tr.key, "training_code": models.code_hash()}
+            "train": vars(grid.train), "cache_key": tr.key,
+            "training_code": models.code_hash(tr.family.model)}
 
 
 def site_url(args, meta):

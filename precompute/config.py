@@ -17,8 +17,17 @@ DEFAULT_GRID = Path(__file__).with_name("grid.toml")
 TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "weight_decay": float,
               "eval_samples": int}
 FAMILY_KEYS = {"title", "n", "m", "importance_decay", "sparsity", "density", "second_importance",
-               "seeds", "activation", "hidden_activation", "snapshots"}
+               "seeds", "activation", "hidden_activation", "snapshots", "input_law", "set_size",
+               "model"}
 ACTIVATIONS = ("relu", "linear")
+# How inputs are drawn (Elhage et al. 2022, "Correlated and Anticorrelated Features"): features
+# independent, or in consecutive sets of `set_size` that are all zero together with probability
+# S; in an active correlated set every feature takes its own uniform value, in an active
+# anticorrelated set one feature, picked uniformly, does.
+INPUT_LAWS = ("independent", "correlated", "anticorrelated")
+# "toy": the tied-weight toy model (toy_model.py); "absolute-value": the paper's "Computation in
+# Superposition" model, y = ReLU(W2 ReLU(W1 x) + b) with target |x| (abs_model.py).
+MODELS = ("toy", "absolute-value")
 SAE_TRAIN_KEYS = {"batch_size": int, "steps": int, "learning_rate": float, "eval_samples": int}
 SAE_KEYS = {"n", "sparsity", "dict_size", "l1"}
 
@@ -52,6 +61,9 @@ class Family:
     spec: dict  # the family's table as written, for cache keys and provenance
     hidden_activation: str = "linear"  # "relu": the paper's privileged-basis model
     snapshots: int = 0  # W and b kept at this many log-spaced steps (learning dynamics); 0: none
+    input_law: str = "independent"  # one of INPUT_LAWS
+    set_size: int = 1  # features per correlated or anticorrelated set
+    model: str = "toy"  # one of MODELS
 
     @property
     def n_max(self):
@@ -206,7 +218,7 @@ def _family(name, spec, fail):
     seeds = _typed(spec["seeds"], int, f"{header} seeds", fail, "seeds", header)
     if m < 1 or seeds < 1 or min(ns) < 1:
         err("n, m and seeds must be at least 1", "use positive integers", "m")
-    if m > min(ns):
+    if m > min(ns) and spec.get("model") != "absolute-value":
         err(f"m={m} exceeds n={min(ns)}: a toy model of superposition compresses n features into "
             "m < n dimensions", "choose m <= n", "m")
     decay = _typed(spec.get("importance_decay", 1.0), float, f"{header} importance_decay", fail,
@@ -222,6 +234,27 @@ def _family(name, spec, fail):
     if hidden not in ACTIVATIONS:
         err(f"hidden_activation {hidden!r} is not one of {ACTIVATIONS}",
             "use linear (the basic model) or relu (a privileged basis)", "hidden_activation")
+    law = spec.get("input_law", "independent")
+    if law not in INPUT_LAWS:
+        err(f"input_law {law!r} is not one of {INPUT_LAWS}", "use independent, correlated or "
+            "anticorrelated", "input_law")
+    if (law == "independent") != ("set_size" not in spec):
+        err("set_size goes with a correlated or anticorrelated input_law, and only with one",
+            "give both input_law and set_size, or neither",
+            "set_size" if "set_size" in spec else "input_law")
+    set_size = _typed(spec.get("set_size", 1), int, f"{header} set_size", fail, "set_size", header)
+    if law != "independent" and (set_size < 2 or any(n % set_size for n in ns)):
+        err(f"set_size {set_size} must be at least 2 and divide every n {ns}",
+            "choose a set size that splits the features into whole sets", "set_size")
+    model = spec.get("model", "toy")
+    if model not in MODELS:
+        err(f"model {model!r} is not one of {MODELS}", "use toy or absolute-value", "model")
+    if model != "toy" and ({"activation", "hidden_activation", "second_importance", "snapshots"}
+                           & set(spec)
+                           or law != "independent"):
+        err("the absolute-value model fixes its activations and draws independent inputs",
+            "drop activation, hidden_activation, second_importance, snapshots and input_law",
+            "model")
     if ("sparsity" in spec) == ("density" in spec):
         err("give exactly one of 'sparsity' (a list) or 'density' (a list or range)",
             "keep one of the two", "sparsity" if "sparsity" in spec else None)
@@ -250,7 +283,7 @@ def _family(name, spec, fail):
             importance[1] = second
         instances.append(Instance(seed, n, _clean(s), tuple(_clean(v) for v in importance)))
     return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec,
-                  hidden, snapshots)
+                  hidden, snapshots, law, set_size, model)
 
 
 def _snapshots(value, err, fail, header):

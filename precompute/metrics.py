@@ -24,6 +24,8 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
     batch = Batch(family, device)
     W, b = torch.from_numpy(W).to(device), torch.from_numpy(b).to(device).unsqueeze(2)
     gen = torch.Generator(device).manual_seed(family_seed(family.name, purpose))
+    if family.input_law != "independent":
+        return _evaluate_drawn(batch, W, b, gen, samples)
     I, m, n = W.shape
     sx, sxx = torch.zeros(I, n, dtype=torch.float64), torch.zeros(I, n, dtype=torch.float64)
     sh, shh = torch.zeros(I, m, dtype=torch.float64), torch.zeros(I, m, dtype=torch.float64)
@@ -54,6 +56,47 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
     corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
     final = (1 - any_active) * zero + any_active * loss / chunks
     return final.float().numpy(), corr.float().numpy()
+
+
+def _evaluate_drawn(batch, W, b, gen, samples):
+    """evaluate() for the correlated and anticorrelated input laws, which draw through
+    Batch.inputs (train.SetDraws): plain draws, every seed on the same inputs."""
+    I, m, n = W.shape
+    loss, corr = torch.zeros(I, dtype=torch.float64), Correlation()
+    r = torch.empty(1, 1, n, EVAL_CHUNK, device=W.device)
+    x = torch.empty(I, n, EVAL_CHUNK, device=W.device)
+    chunks = max(1, samples // EVAL_CHUNK)
+    for _ in range(chunks):
+        batch.inputs(r, gen, x)
+        loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu,
+                               batch.hidden_relu).double().cpu()
+        corr.add(toy_model.hidden(W, x, batch.hidden_relu), x)
+    return (loss / chunks).float().numpy(), corr.result()
+
+
+class Correlation:
+    """Pearson r between hidden units h (I, m, B) and features x (I, n, B), accumulated over
+    batches in float64; 0 where a unit or a feature has no variance."""
+
+    def __init__(self):
+        self.N, self.sums = 0, None
+
+    def add(self, h, x):
+        hd, xd = h.double().cpu(), x.double().cpu()
+        s = (xd.sum(2), (xd * xd).sum(2), hd.sum(2), (hd * hd).sum(2),
+             torch.bmm(hd, xd.transpose(1, 2)))
+        self.sums = s if self.sums is None else tuple(a + b for a, b in zip(self.sums, s))
+        self.N += x.shape[2]
+
+    def result(self):
+        N = self.N
+        sx, sxx, sh, shh, shx = self.sums
+        cov = shx / N - (sh / N).unsqueeze(2) * (sx / N).unsqueeze(1)
+        sd_h = (shh / N - (sh / N) ** 2).clamp_min(0).sqrt().unsqueeze(2)
+        sd_x = (sxx / N - (sx / N) ** 2).clamp_min(0).sqrt().unsqueeze(1)
+        denom = sd_h * sd_x
+        corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
+        return corr.float().numpy()
 
 
 def geometry(W):

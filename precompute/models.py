@@ -8,24 +8,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from precompute import cache, metrics
+from precompute import abs_model, cache, metrics
 from precompute.train import snapshot_steps, train_family
 
-# The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation.
+# The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation;
+# the absolute-value model's own module only for its families.
 TRAINING_CODE = [Path(__file__).with_name(f) for f in
                  ("config.py", "toy_model.py", "train.py", "metrics.py")]
+MODEL_CODE = {"toy": [], "absolute-value": [Path(abs_model.__file__)]}
 
 
-def code_hash():
+def code_hash(model="toy"):
     h = hashlib.sha256()
-    for path in TRAINING_CODE:
+    for path in TRAINING_CODE + MODEL_CODE[model]:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
 
 def cache_key(family, train_cfg, device):
     blob = json.dumps({"family": family.name, "spec": family.spec, "train": asdict(train_cfg),
-                       "code": code_hash(), "device": device, "torch": torch.__version__},
+                       "code": code_hash(family.model), "device": device, "torch": torch.__version__},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -62,6 +64,7 @@ class Trained:
                 "seed": inst.seed, "steps": self.steps,
                 "final_loss": float(self.arrays["final_loss"][k]),
                 "W": W.tolist(), "b": b.tolist(),
+                **({"W2": self.arrays["W2"][k][:inst.n].tolist()} if "W2" in self.arrays else {}),
                 "norm": geo["norm"].tolist(), "superposition": geo["superposition"].tolist(),
                 "dimensionality": geo["dimensionality"].tolist(),
                 "dims_per_feature": geo["dims_per_feature"],
@@ -77,6 +80,8 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     try:
         T = len(family.instances)
         shapes = {"W": (T, family.m, family.n_max), "b": (T, family.n_max), "final_loss": (T,)}
+        if family.model == "absolute-value":
+            shapes["W2"] = (T, family.n_max, family.m)
         if family.snapshots:
             K = len(snapshot_steps(train_cfg.steps, family.snapshots))
             shapes.update({"snap_W": (T, K, family.m, family.n_max), "snap_b": (T, K, family.n_max),
@@ -86,9 +91,14 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
     except cache.CacheMiss as miss:
         if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
             log(str(miss))
-    arrays = train_family(family, train_cfg, device, progress)
-    arrays["final_loss"], arrays["corr"] = metrics.evaluate(
-        family, arrays["W"], arrays["b"], train_cfg.eval_samples, device)
+    if family.model == "absolute-value":
+        arrays = abs_model.train_family(family, train_cfg, device, progress)
+        arrays["final_loss"], arrays["corr"] = abs_model.evaluate(
+            family, arrays, train_cfg.eval_samples, device)
+    else:
+        arrays = train_family(family, train_cfg, device, progress)
+        arrays["final_loss"], arrays["corr"] = metrics.evaluate(
+            family, arrays["W"], arrays["b"], train_cfg.eval_samples, device)
     arrays["eval_samples"] = np.array(train_cfg.eval_samples)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
     cache.save(path, key, arrays)

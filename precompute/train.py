@@ -43,6 +43,10 @@ class Batch:
 
     def inputs(self, r, gen, out):
         """A fresh batch x (instances, n_max, batch) from one uniform draw r per seed."""
+        if self.family.input_law != "independent":
+            sets = SetDraws(self.family, r.shape[0], out.shape[-1], self.device)
+            sets.draw(gen)
+            return sets.inputs(slice(None), self.inv_p, out.view(*self.shape, *out.shape[1:]))
         r.uniform_(generator=gen)
         return toy_model.sample_inputs(r, self.inv_p, out.view(*self.shape, *out.shape[1:]))
 
@@ -58,6 +62,36 @@ class Batch:
                     W[k, :, :i.n] = torch.randn(m, i.n, generator=gen) * std
         return W.to(self.device), torch.zeros(len(self.family.instances), n_max, 1,
                                               device=self.device)
+
+
+class SetDraws:
+    """The random numbers of the correlated and anticorrelated input laws (config.INPUT_LAWS) for
+    `lead` seeds, shared by each seed's grid points like the independent law's draw: per set of
+    features one uniform for whether it is active (and, anticorrelated, one for which of its
+    features is), per feature one for its value. A separate draw from the independent law's
+    single uniform, which must keep its random stream."""
+
+    def __init__(self, family, lead, batch, device):
+        self.k, sets = family.set_size, family.n_max // family.set_size
+        self.active = torch.empty(lead, 1, sets, batch, device=device)
+        self.pick = torch.empty_like(self.active) if family.input_law == "anticorrelated" else None
+        self.value = torch.empty(lead, 1, family.n_max, batch, device=device)
+
+    def draw(self, gen):
+        for t in (self.active, self.pick, self.value):
+            if t is not None:
+                t.uniform_(generator=gen)
+
+    def inputs(self, seeds, inv_p, out):
+        """x (s, P, n, batch) for a slice of the seeds; inv_p (s, P, n, 1). A set is active with
+        probability p = 1 - S (every feature of a set has the same p; padding sets never are)."""
+        s, P, n, B = out.shape
+        k = self.k
+        on = (self.active[seeds] * inv_p[:, :, ::k] < 1).unsqueeze(3).expand(s, P, n // k, k, B)
+        if self.pick is not None:
+            which = (self.pick[seeds] * k).long().clamp_max(k - 1).unsqueeze(3)
+            on = on & (which == torch.arange(k, device=out.device).view(k, 1))
+        return torch.mul(on.reshape(s, P, n, B), self.value[seeds], out=out)
 
 
 # Instances are stepped in chunks of about this many bytes per (n x batch) tensor, so that a step's
@@ -79,11 +113,15 @@ class Trainer:
         self.coef = 2.0 * self.batch.importance / (cfg.batch_size * self.batch.n.view(-1, 1, 1))
         self.gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
         self.r = torch.empty(family.seeds, family.n_max, cfg.batch_size, device=device)
+        self.sets = None if family.input_law == "independent" else \
+            SetDraws(family, family.seeds, cfg.batch_size, device)
         per_chunk = CHUNK_BYTES // (4 * family.n_max * cfg.batch_size)
         self.chunks = chunks(family.seeds, family.per_seed, per_chunk)
         size = max(sl.stop - sl.start for _, sl in self.chunks)
         self.plan, work = density_chunks(self.batch, self.coef, cfg.batch_size)
-        self.skip = work <= SKIP_BELOW if skip_zero_columns is None else skip_zero_columns
+        # the skipping path knows only the independent law's all-zero columns
+        self.skip = self.sets is None and (work <= SKIP_BELOW if skip_zero_columns is None
+                                           else skip_zero_columns)
         if self.skip:
             self.order = torch.cat([c.idx for c in self.plan])
             size = max(size, *(len(c.idx) for c in self.plan))
@@ -95,13 +133,17 @@ class Trainer:
         """One training step on every instance; returns the per-instance loss if want_loss."""
         if self.skip:
             return self.step_skipping(want_loss)
-        self.r.uniform_(generator=self.gen)
+        if self.sets is None:
+            self.r.uniform_(generator=self.gen)
+        else:
+            self.sets.draw(self.gen)
         bt, inv_p, losses = self.batch, self.batch.inv_p, []
         for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
             k = sl.stop - sl.start
             x = self.ws.x[:k].view(seeds.stop - seeds.start, -1, *self.ws.x.shape[1:])
-            xn = toy_model.sample_negated_inputs(
-                self.r[seeds].unsqueeze(1), inv_p.flatten(0, 1)[sl].view_as(x[..., :1]), x)
+            chunk_inv_p = inv_p.flatten(0, 1)[sl].view_as(x[..., :1])
+            xn = toy_model.sample_negated_inputs(self.r[seeds].unsqueeze(1), chunk_inv_p, x) \
+                if self.sets is None else self.sets.inputs(seeds, chunk_inv_p, x).neg_()
             scored = (bt.importance[sl], bt.n[sl]) if want_loss else (None, None)
             losses.append(toy_model.loss_and_grad(
                 self.W[sl], self.b[sl], xn.flatten(0, 1), self.coef[sl], self.ws, self.W.grad[sl],

@@ -15,7 +15,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 BOUND = {"lab-correlations": ["d_index"], "lab-interference": ["angle", "bias"],
          "lab-packing": ["n_features", "s_index"], "superposition-panel": ["s_index"],
-         "sae-recovery": ["target_S", "dict", "lam"]}
+         "sae-recovery": ["target_S", "dict", "lam"], "correlated-features": ["c_index"]}
 MARKS = "svg .mark-rect path, svg .mark-symbol path, svg .mark-line path, svg .mark-rule line, " \
         "svg .mark-text text, svg .mark-area path"
 

@@ -14,7 +14,7 @@ from render.figure_export import canonical_spec
 
 STABLE_IDS = ["lab-correlations", "lab-interference", "lab-packing", "superposition-panel",
               "phase-diagram", "dimensionality", "concentration", "sae-recovery",
-              "adversarial", "learning-dynamics"]
+              "adversarial", "learning-dynamics", "correlated-features", "computation"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_every_figure_is_complete_and_valid_vega_lite(built):
 @pytest.mark.parametrize("fid, controls", [
     ("lab-correlations", {"d_index"}), ("lab-interference", {"angle", "bias"}),
     ("lab-packing", {"n_features", "s_index"}), ("superposition-panel", {"s_index"}),
-    ("sae-recovery", {"target_S", "dict", "lam"})])
+    ("sae-recovery", {"target_S", "dict", "lam"}), ("correlated-features", {"c_index"})])
 def test_labs_have_bound_controls(built, fid, controls):
     params = canonical_spec(built[fid]).get("params", [])
     bound = {p["name"] for p in params if "bind" in p}

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from errors import BuildError
-from precompute import cache, config, metrics, models, phase_theory, sae, toy_model, train
+from precompute import (abs_model, cache, config, metrics, models, phase_theory, sae, toy_model,
+                        train)
+from precompute.figures import computation, correlated_features
 from precompute.models import lowest_loss
 from precompute.figures.lab_correlations import MONOSEMANTIC, neuron_shares
 from precompute.figures.phase_diagram import classify
@@ -54,6 +56,16 @@ def test_default_grid_holds_the_issue_minimums(grid):
     ('[family.x]\nn = "four"\nm = 2\nseeds = 1\nsparsity = [0.5]\n', "must be an integer"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\ndensity = { from = 1, to = 0.1 }\n', "needs exactly"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1.5\nsparsity = [0.5]\n', "must be an integer"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\ninput_law = "paired"\nset_size = 2\n',
+     "input_law 'paired' is not one of"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\ninput_law = "correlated"\n',
+     "set_size goes with"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nset_size = 2\n', "set_size goes with"),
+    ('[family.x]\nn = [4, 6]\nm = 2\nseeds = 1\nsparsity = [0.5]\ninput_law = "correlated"\n'
+     'set_size = 4\n', "must be at least 2 and divide every n"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nmodel = "mlp"\n', "model 'mlp'"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nmodel = "absolute-value"\n'
+     'activation = "linear"\n', "fixes its activations"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nsnapshots = 40\n', "one key, num"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\nsnapshots = { num = 1 }\n',
      "at least 2"),
@@ -73,8 +85,11 @@ def test_paper_grid_extends_the_default(grid):
         fam = paper.families[name]
         assert (fam.instances[0].n, fam.m) == (400, 30)
         assert fam.snapshots == grid.families[name].snapshots
+    comp = paper.families["computation"]
+    assert (comp.instances[0].n, comp.m, comp.model) == (100, 40, "absolute-value")
+    assert comp.instances[0].importance[:2] == (1.0, 0.8)
     for name, fam in grid.families.items():
-        if name not in ("dimensionality", "dynamics"):
+        if name not in ("dimensionality", "dynamics", "computation"):
             assert paper.families[name] == fam
     assert paper.train == grid.train and paper.sae == grid.sae
 
@@ -114,6 +129,41 @@ def test_input_distribution_matches_the_paper():
     assert abs(zero - S) < 0.005
     assert abs(active.mean().item() - 0.5) < 0.005 and abs(active.var().item() - 1 / 12) < 0.003
     assert active.max() < 1
+
+
+@pytest.mark.parametrize("law", ["correlated", "anticorrelated"])
+@pytest.mark.parametrize("path", ["trainer", "evaluation"])
+def test_set_input_laws_match_the_paper(law, path):
+    """The paper's feature sets (k = 3 here): a set is all zero with probability S; an active
+    correlated set gives each feature its own uniform value, an active anticorrelated set one
+    feature, picked uniformly. So per feature P(active) is 1 - S, or (1 - S) / k; within a set,
+    correlated features are active together exactly when one is, anticorrelated ones never are;
+    features of different sets are independent. Checked on both draws: the trainer's
+    (train.Trainer.step) and the evaluation's (Batch.inputs)."""
+    k, n, B, dens = 3, 9, 200_000, [0.6, 0.2]
+    spec = {"n": n, "m": 2, "seeds": 2, "density": dens, "input_law": law, "set_size": k}
+    fam = config._family("laws", spec, lambda msg, fix, *a: pytest.fail(msg))
+    x = torch.empty(len(fam.instances), n, B)
+    gen = torch.Generator().manual_seed(1)
+    if path == "trainer":
+        sets = train.SetDraws(fam, fam.seeds, B, "cpu")
+        sets.draw(gen)
+        sets.inputs(slice(None), train.Batch(fam, "cpu").inv_p, x.view(fam.seeds, -1, n, B))
+    else:
+        train.Batch(fam, "cpu").inputs(torch.empty(1, 1, n, B), gen, x)
+    for inst, xi in zip(fam.instances, x):
+        p = 1 - inst.sparsity
+        on = (xi != 0).double()
+        marginal = p if law == "correlated" else p / k
+        assert torch.allclose(on.mean(1), torch.full((n,), marginal, dtype=torch.float64), atol=0.005)
+        together = (on[0] * on[1]).mean().item()
+        assert (abs(together - p) < 0.005) if law == "correlated" else together == 0
+        assert abs((on[0] * on[k]).mean().item() - marginal ** 2) < 0.004  # different sets
+        if law == "anticorrelated":  # one feature of an active set: P(set active) = p
+            assert abs((on[:k].sum(0) > 0).double().mean().item() - p) < 0.005
+        active = xi[xi != 0]
+        assert active.min() >= 0 and active.max() < 1
+        assert abs(active.mean().item() - 0.5) < 0.005 and abs(active.var().item() - 1 / 12) < 0.003
 
 
 def test_evaluation_inputs_are_the_law_given_some_feature_is_active():
@@ -526,3 +576,125 @@ def test_cache_round_trip_and_every_bad_entry(tmp_path):
         cache.load(path, "k1")
     with pytest.raises(cache.CacheMiss, match="not cached"):
         cache.load(tmp_path / "none.npz", "k1")
+
+
+# --- correlated and anticorrelated features (figure correlated-features) -------------------------
+
+def test_correlated_features_sit_orthogonal_anticorrelated_antipodal(trained):
+    """The paper ("Correlated and Anticorrelated Features", two sets of two features in m = 2):
+    correlated features prefer orthogonal directions, anticorrelated ones opposite directions.
+    Ours, lowest-loss of the seeds: n=4 correlated pairs have |cos| <= 0.1 at every density up to
+    0.25, the other pair antipodal to them; anticorrelated pairs have cos <= -0.99 at every density."""
+    corr, anti = trained["correlated"], trained["anticorrelated"]
+    for (n, d), k in correlated_features.best(corr).items():
+        if n == 4 and d <= correlated_features.SPARSE:
+            same, other = correlated_features.set_cosines(corr.model(k)[0], 2)
+            assert np.abs(same).max() <= 0.1, (d, same)
+            assert other.min() < -0.9, (d, other)  # each feature has an antipode in the other set
+    for k in correlated_features.best(anti).values():
+        same, _ = correlated_features.set_cosines(anti.model(k)[0], 2)
+        assert same.max() <= -0.99, same
+
+
+def test_correlated_sets_form_local_orthogonal_bases(trained):
+    """The paper: two correlated sets of ten (n=20, m=10) give each set a local orthogonal basis
+    while the model as a whole is in superposition. Ours, at the sparsest density: mean |cos|
+    within a set below 0.05 and below a third of that between sets, every feature represented."""
+    tr = trained["local_bases"]
+    best = correlated_features.best(tr)
+    W = tr.model(best[20, min(d for _, d in best)])[0]
+    same, other = correlated_features.set_cosines(W, 10)
+    assert np.abs(same).mean() < 0.05 and np.abs(same).mean() < np.abs(other).mean() / 3
+    assert np.linalg.norm(W, axis=0).min() > 0.9  # 20 features in 10 dimensions: superposition
+
+
+def test_correlated_pairs_collapse_to_their_principal_component_when_dense(trained):
+    """The paper (three correlated pairs, m = 2): very sparse, a hexagon with the pairs side by
+    side; denser, the pairs collapse one by one onto their principal component (a+b)/sqrt 2, and
+    from 1 - S = 0.5 the solution is PCA. Its density ranges are approximate and it calls some
+    collapses optimisation failures, so ours (lowest loss of the seeds) must match its count
+    exactly at the ends (none at the sparsest density, all three at 0.5, both columns of a pair
+    of equal norm) and within one pair at every density in between."""
+    tr = trained["correlated"]
+    best = correlated_features.best(tr)
+    count = {d: correlated_features.collapsed_sets(tr.model(k)[0]) for (n, d), k in best.items()
+             if n == 6}
+    assert count[min(count)] == 0 and count[0.5] == 3, count
+    assert all(abs(c - correlated_features.paper_collapsed(d)) <= 1 for d, c in count.items()), count
+    W = tr.model(best[6, 0.5])[0]
+    norms = np.linalg.norm(W, axis=0)
+    assert np.allclose(norms[0::2], norms[1::2], rtol=0.05), norms
+
+
+# --- computation in superposition (figure computation) ------------------------------------------
+
+def test_abs_inputs_match_the_paper():
+    """x_i = 0 with probability S, else uniform on [-1, 1]."""
+    S = 0.7
+    r = torch.rand(1, 20, 200_000, generator=torch.Generator().manual_seed(0))
+    x = abs_model.inputs(r, torch.full((1, 20, 1), 1 / (1 - S)))
+    active = x[x != 0]
+    assert abs((x == 0).float().mean().item() - S) < 0.005
+    assert abs(active.mean().item()) < 0.01 and abs(active.var().item() - 1 / 3) < 0.005
+    assert active.min() >= -1 and active.max() < 1
+
+
+def test_abs_gradient_equals_autograd():
+    torch.manual_seed(0)
+    I, m, n, B = 3, 4, 7, 64
+    W1, W2 = torch.randn(I, m, n, dtype=torch.float64), torch.randn(I, n, m, dtype=torch.float64)
+    b = torch.randn(I, n, 1, dtype=torch.float64) * 0.1
+    x = (torch.rand(I, n, B, dtype=torch.float64) * 2 - 1) * (torch.rand(I, n, B) > 0.5)
+    importance = torch.rand(I, n, 1, dtype=torch.float64)
+    n_feat = torch.full((I,), float(n), dtype=torch.float64)
+    auto = [t.clone().requires_grad_() for t in (W1, W2, b)]
+    abs_model.loss(*auto, x, importance, n_feat).sum().backward()
+    for t in (W1, W2, b):
+        t.grad = torch.zeros_like(t)
+    value = abs_model.loss_and_grad(W1, W2, b, x, 2 * importance / (B * n), importance, n_feat)
+    assert torch.allclose(value, abs_model.loss(W1, W2, b, x, importance, n_feat))
+    assert all(torch.allclose(t.grad, a.grad) for t, a in zip((W1, W2, b), auto))
+
+
+def test_feature_errors_tell_computed_from_not():
+    """ReLU(x) + ReLU(-x) computes |x| exactly; ReLU(x) alone one sign; a feature with no neuron
+    and a constant output 0.5 (what dense models give dropped features) nothing."""
+    W1, W2, b = np.array([[1.0, 0.0], [-1.0, 0.0]]), np.array([[1.0, 1.0], [0.0, 0.0]]), np.zeros(2)
+    b[1] = 0.5
+    err = abs_model.feature_errors(W1, W2, b)
+    assert err[0] < 1e-12 and abs(err[1] - 1.0) < 1e-12
+    assert abs(abs_model.feature_errors(W1[:1], W2[:, :1], b)[0] - 0.5) < 0.01
+
+
+def abs_counts(trained):
+    tr = trained["computation"]
+    out = {}
+    for k in lowest_loss(tr):
+        inst = tr.family.instances[k]
+        W1, b, _ = tr.model(k)
+        out[round(1 - inst.sparsity, 6)] = computation.analyse(W1, tr.arrays["W2"][k][:inst.n], b)
+    return tr.family.m, out
+
+
+def test_dense_abs_model_computes_with_dedicated_neurons(trained):
+    """The paper ("Computation in Superposition", n=100, m=40): dense, every neuron is
+    monosemantic; |x| = ReLU(x) + ReLU(-x) takes two neurons per feature, so at most m/2
+    features are computed. Ours (n=40, m=16, same ratio), at 1 - S = 1: at most m/2 features'
+    worth, each feature computed with both signs has at least two dedicated monosemantic
+    neurons, no neuron is polysemantic."""
+    m, counts = abs_counts(trained)
+    dense = counts[1.0]
+    assert 0 < dense["both_signs"] and dense["computed"] <= m / 2 + 0.5, dense
+    assert dense["min_dedicated"] >= 2 and dense["polysemantic"] == 0, dense
+
+
+def test_sparse_abs_model_computes_more_features_than_neuron_pairs(trained):
+    """The paper: with sparse features the model computes |x| for more features than it has
+    neurons to dedicate, with polysemantic neurons ("eventually, all neurons are highly
+    polysemantic" at 1 - S = 0.001). Ours, at the sparsest density: more than m/2 features'
+    worth computed, at least a quarter of the neurons polysemantic. (Most sparse features are
+    computed for one sign only, a single ReLU; the paper does not separate the signs.)"""
+    m, counts = abs_counts(trained)
+    sparse = counts[min(counts)]
+    assert sparse["computed"] > m / 2 and sparse["both_signs"] + sparse["one_sign"] > m, sparse
+    assert sparse["polysemantic"] >= m // 4, sparse

@@ -79,9 +79,11 @@ def _modules():
                                     lab_interference, lab_packing, phase_diagram, sae_recovery,
                                     superposition_panel)
     from precompute.figures import adversarial, learning_dynamics
+    from precompute.figures import computation, correlated_features
     return [lab_correlations, lab_interference, lab_packing, superposition_panel, phase_diagram,
             dimensionality, concentration, sae_recovery,
-            adversarial, learning_dynamics]
+            adversarial, learning_dynamics,
+            correlated_features, computation]
 
 
 def build_all(trained):

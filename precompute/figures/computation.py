@@ -1,0 +1,156 @@
+"""Computation in superposition (Elhage et al. 2022): the absolute-value model y' = ReLU(W2
+ReLU(W1 x) + b) across feature density. Per density, how many features it computes (|x_i| from
+x = t e_i, abs_model.feature_errors) and how its neurons split into monosemantic and polysemantic
+ones (by their input weights, as lab_correlations reads neurons); and the paper's stacked plot of
+|W1| per neuron for the densest and the sparsest model. Seeds: the lowest loss per density."""
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from precompute import abs_model
+from precompute.figures import Figure
+from precompute.figures.lab_correlations import MONOSEMANTIC, neuron_shares
+from precompute.models import lowest_loss
+
+ID = "computation"
+FAMILY = "computation"
+FAMILIES = [FAMILY]
+# the names build() puts in facts, for --check
+FACTS = ("n", "m", "half_m", "dense_computed", "dense_both", "dense_dedicated",
+         "dense_polysemantic", "sparse_density", "sparse_computed", "sparse_both",
+         "sparse_one_sign", "sparse_polysemantic", "first_polysemantic_density", "most_computed",
+         "most_computed_density", "seeds")
+DEAD = 0.1  # a neuron whose input weights have norm below this does nothing
+
+
+def neurons(W1):
+    """Per neuron: 'monosemantic', 'polysemantic' or 'dead', and its largest feature."""
+    top, _ = neuron_shares(W1)
+    alive = np.linalg.norm(W1, axis=1) > DEAD
+    kind = np.where(~alive, "dead", np.where(top >= MONOSEMANTIC, "monosemantic", "polysemantic"))
+    return kind, np.abs(W1).argmax(axis=1)
+
+
+def analyse(W1, W2, b):
+    """What one model computes, and with which neurons: features' worth of |x| computed (the sum
+    over features of 1 - error, clipped to [0, 1]), features computed for both signs and for one
+    sign only, neuron kinds, and the fewest monosemantic neurons any both-signs feature has."""
+    err = abs_model.feature_errors(W1, W2, b)
+    both = err < abs_model.BOTH_SIGNS
+    kind, primary = neurons(W1)
+    mono = kind == "monosemantic"
+    dedicated = [int((mono & (primary == i)).sum()) for i in np.flatnonzero(both)]
+    return {"computed": round(float(np.clip(1 - err, 0, 1).sum()), 2),
+            "both_signs": int(both.sum()), "one_sign": int((~both & (err < abs_model.ONE_SIGN)).sum()),
+            "monosemantic": int(mono.sum()), "polysemantic": int((kind == "polysemantic").sum()),
+            "dead": int((kind == "dead").sum()), "min_dedicated": min(dedicated, default=0)}
+
+
+def stack(W1, label):
+    """The paper's stacked weight plot: |W1| per neuron, one segment per feature, neurons sorted
+    by their largest feature (the most important first)."""
+    kind, primary = neurons(W1)
+    order = np.argsort(primary, kind="stable")
+    return [{"model": label, "neuron": rank + 1, "feature": i + 1, "weight": round(float(w), 4),
+             "kind": kind[j]}
+            for rank, j in enumerate(order) for i, w in enumerate(np.abs(W1[j])) if w > 1e-3]
+
+
+def build(trained):
+    tr = trained[FAMILY]
+    fam = tr.family
+    rows, best = [], {}
+    for k in lowest_loss(tr):
+        inst = fam.instances[k]
+        W1, b, _ = tr.model(k)
+        W2 = tr.arrays["W2"][k][:inst.n]
+        density = round(1 - inst.sparsity, 6)
+        best[density] = (W1, W2, b)
+        rows.append({"density": density, **analyse(W1, W2, b),
+                     "final_loss": float(tr.arrays["final_loss"][k]), "seed": inst.seed})
+    counts = pd.DataFrame(rows).sort_values("density", ascending=False)
+    dense, sparse = counts.iloc[0], counts.iloc[-1]
+    poly = counts[counts.polysemantic > 0]
+    n, m = fam.instances[0].n, fam.m
+    most = counts.loc[counts.computed.idxmax()]
+    facts = {"n": n, "m": m, "half_m": m // 2,
+             "dense_computed": f"{dense.computed:.1f}", "dense_both": int(dense.both_signs),
+             "dense_dedicated": int(dense.min_dedicated),
+             "dense_polysemantic": int(dense.polysemantic),
+             "sparse_density": float(sparse.density), "sparse_computed": f"{sparse.computed:.1f}",
+             "sparse_both": int(sparse.both_signs), "sparse_one_sign": int(sparse.one_sign),
+             "sparse_polysemantic": int(sparse.polysemantic),
+             "first_polysemantic_density": float(poly.density.max()) if len(poly) else "none",
+             "most_computed": f"{most.computed:.1f}", "most_computed_density": float(most.density),
+             "seeds": fam.seeds}
+
+    dense_label = f"densest (1 − S = {dense.density:g})"
+    sparse_label = f"sparsest (1 − S = {sparse.density:g})"
+    stacks = pd.DataFrame(stack(best[dense.density][0], dense_label)
+                          + stack(best[sparse.density][0], sparse_label))
+    x = alt.X("density:Q", scale=alt.Scale(type="log", reverse=True),
+              title="feature density 1 − S (sparser to the right)")
+
+    names = {"computed": "features' worth computed", "both_signs": "both signs computed",
+             "one_sign": "one sign only", "monosemantic": "monosemantic",
+             "polysemantic": "polysemantic"}
+
+    def lines(fields, colors, title, rule=None):
+        long = counts.melt(id_vars=["density"], value_vars=fields, var_name="count of",
+                           value_name="number")
+        long["count of"] = long["count of"].map(names)
+        chart = alt.Chart(long).mark_line(point=True).encode(
+            x=x, y=alt.Y("number:Q", title=title),
+            color=alt.Color("count of:N", scale=alt.Scale(domain=[names[f] for f in fields],
+                                                          range=colors),
+                            legend=alt.Legend(orient="bottom", title=None, columns=1)),
+            tooltip=["density:Q", "count of:N", "number:Q"])
+        if rule:
+            ref = alt.Chart(pd.DataFrame([{"y": m / 2, "label": rule}]))
+            chart = alt.layer(chart, ref.mark_rule(strokeDash=[4, 3], color="gray").encode(y="y:Q"),
+                              ref.mark_text(align="left", dx=4, dy=-6, color="gray", x=0).encode(
+                                  y="y:Q", text="label:N"))
+        return chart.properties(width=230, height=200)
+
+    features = lines(["computed", "both_signs", "one_sign"], ["#000000", "#CC79A7", "#E69F00"],
+                     "features", "m/2: two neurons each").properties(title="features computed")
+    cells = lines(["monosemantic", "polysemantic"], ["#0072B2", "#D55E00"], "neurons"
+                  ).properties(title="neurons")
+    bars = alt.Chart(stacks).mark_bar().encode(
+        x=alt.X("neuron:O", title="neuron (sorted by its largest feature)",
+                axis=alt.Axis(labels=False, ticks=False)),
+        y=alt.Y("weight:Q", title="|W1| stacked over features"),
+        color=alt.Color("feature:Q", scale=alt.Scale(scheme="viridis"),
+                        title="feature (1 = most important)"),
+        order=alt.Order("feature:Q"),
+        tooltip=["neuron:O", "feature:Q", "weight:Q", "kind:N"]).properties(width=230, height=200)
+    panels = alt.hconcat(*(bars.transform_filter(alt.datum.model == label).properties(title=label)
+                           for label in (dense_label, sparse_label)))
+    chart = alt.vconcat(alt.hconcat(features, cells).resolve_scale(color="independent"), panels)
+
+    caption = (f"The paper's absolute-value model with n = {n} features on m = {m} neurons and "
+               f"importance 0.8^i (the paper: n = 100, m = 40; same ratio). Each feature alone, "
+               f"x = t eᵢ, is scored by the relative error e of y′ᵢ against |t|: both signs "
+               f"computed (e < {abs_model.BOTH_SIGNS}), one sign only (e < {abs_model.ONE_SIGN}, "
+               f"one ReLU's worth), and 'computed', the features' worth Σ(1 − e). A neuron is "
+               f"monosemantic when one feature holds {MONOSEMANTIC:.0%} of its squared input "
+               f"weights. Dense: {facts['dense_computed']} features' worth, "
+               f"{facts['dense_both']} features with both signs and at least "
+               f"{facts['dense_dedicated']} dedicated neurons each (|x| = ReLU(x) + ReLU(−x)), "
+               f"so at most m/2 = {m // 2}. At density {facts['sparse_density']:g}: "
+               f"{facts['sparse_computed']} features' worth on {m} neurons, "
+               f"{facts['sparse_polysemantic']} of them polysemantic, mostly one sign per feature "
+               f"({facts['sparse_one_sign']} one-sign, {facts['sparse_both']} both). Bottom: |W1| "
+               f"stacked per neuron, coloured by feature. Lowest-loss of {fam.seeds} seeds per "
+               f"density.")
+    description = ("Two line charts against feature density: features computed (in all, for "
+                   "both signs, for one sign), with a dashed line at half the neurons, and "
+                   "monosemantic and polysemantic neurons; then two "
+                   "stacked bar charts of each neuron's absolute input weights by feature for "
+                   "the densest and the sparsest model.")
+    return Figure(ID, "Computation in superposition", caption, description, chart,
+                  {"counts": counts, "weights": stacks}, FAMILIES,
+                  {"selection": "lowest final loss of the seeds at each density",
+                   "computed": "sum over features of 1 - relative error of y'_i on x = t e_i",
+                   "monosemantic": f"top feature's share of squared input weights >= "
+                                   f"{MONOSEMANTIC}"}, facts)
