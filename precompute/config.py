@@ -276,12 +276,15 @@ def _family(name, spec, fail):
 
     snapshots = _snapshots(spec.get("snapshots"), err, fail, header) if "snapshots" in spec else 0
 
-    instances = []
-    for seed, n, second, s in itertools.product(range(seeds), ns, seconds, sparsities):
+    # one importance tuple per (n, second), shared by every seed and sparsity
+    weights = {}
+    for n, second in itertools.product(ns, seconds):
         importance = [decay ** i for i in range(n)]
         if second is not None:
             importance[1] = second
-        instances.append(Instance(seed, n, _clean(s), tuple(_clean(v) for v in importance)))
+        weights[n, second] = tuple(_clean(v) for v in importance)
+    instances = [Instance(seed, n, _clean(s), weights[n, second])
+                 for seed, n, second, s in itertools.product(range(seeds), ns, seconds, sparsities)]
     return Family(name, str(spec.get("title", name)), m, activation, seeds, tuple(instances), spec,
                   hidden, snapshots, law, set_size, model)
 
