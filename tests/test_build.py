@@ -210,6 +210,10 @@ def edit_grid(old, new):
     return breakage
 
 
+# where grid.toml sets each [train] key, so the expected lines follow edits to its comments
+GRID_LINE = {key: next(i for i, line in enumerate(
+    (ROOT / "precompute" / "grid.toml").read_text().splitlines(), 1) if line.startswith(key))
+    for key in ("learning_rate", "weight_decay")}
 BIB_ENTRY = "title = {Toy Models of Superposition},"
 # Every bad input: (how to make it, extra flags, what the one line must say, file and line first).
 BAD_INPUTS = {
@@ -276,9 +280,11 @@ BAD_INPUTS = {
         [], r"content/references.bib:\d+: duplicate BibTeX key 'elhage2022toy'; rename"),
     "grid m > n": (edit_grid("m = 5", "m = 50"), [], r"grid.toml:\d+: .*m=50 exceeds n=20"),
     "grid negative weight decay": (edit_grid("weight_decay = 0.01", "weight_decay = -1"), [],
-                                   r"grid.toml:15: \[train\] weight_decay must be positive; set"),
+                                   rf"grid.toml:{GRID_LINE['weight_decay']}: \[train\] "
+                                   r"weight_decay must be positive; set"),
     "grid nan learning rate": (edit_grid("learning_rate = 1e-3 ", "learning_rate = nan "), [],
-                               r"grid.toml:14: \[train\] learning_rate must be a number, got nan"),
+                               rf"grid.toml:{GRID_LINE['learning_rate']}: \[train\] "
+                               r"learning_rate must be a number, got nan"),
     "grid too big to train": (edit_grid("n = 20", "n = 1000000"), [],
                               r"grid.toml:\d+: \[family.superposition\] needs about \d+ GiB to "
                               r"train .* use fewer"),
