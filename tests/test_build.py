@@ -340,9 +340,9 @@ def sub(path, pattern, repl):
 
 @pytest.mark.parametrize("edit, expect", [
     (lambda t: t.replace("weight_decay = 0.01", "weight_decay = -1"),
-     r":15: \[train\] weight_decay must be positive; set weight_decay"),
+     rf":{GRID_LINE['weight_decay']}: \[train\] weight_decay must be positive; set weight_decay"),
     (lambda t: t.replace("learning_rate = 1e-3 ", "learning_rate = nan ", 1),
-     r":14: \[train\] learning_rate must be a number, got nan"),
+     rf":{GRID_LINE['learning_rate']}: \[train\] learning_rate must be a number, got nan"),
     (lambda t: t.replace("n = 20", "n = 1000000", 1),
      r":\d+: \[family.superposition\] needs about \d+ GiB to train .* use fewer"),
     (lambda t: 'extends = "nowhere.toml"\n', r":1: extends names .*nowhere.toml, which does not exist"),
