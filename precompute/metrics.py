@@ -27,9 +27,7 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
     if family.input_law != "independent":
         return _evaluate_drawn(batch, W, b, gen, samples)
     I, m, n = W.shape
-    sx, sxx = torch.zeros(I, n, dtype=torch.float64), torch.zeros(I, n, dtype=torch.float64)
-    sh, shh = torch.zeros(I, m, dtype=torch.float64), torch.zeros(I, m, dtype=torch.float64)
-    shx, loss = torch.zeros(I, m, n, dtype=torch.float64), torch.zeros(I, dtype=torch.float64)
+    loss, corr = torch.zeros(I, dtype=torch.float64), Correlation()
     r = torch.empty(1, n, EVAL_CHUNK, device=device)  # one draw, broadcast over instances
     u = torch.empty(1, 1, EVAL_CHUNK, device=device)
     inv_p = batch.inv_p.flatten(0, 1)
@@ -38,24 +36,15 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
         r.uniform_(generator=gen)
         u.uniform_(generator=gen)
         x, any_active = toy_model.sample_inputs_given_any(r, u, inv_p, batch.n)
-        h = toy_model.hidden(W, x, batch.hidden_relu)
         loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu,
                                batch.hidden_relu).double().cpu()
-        xd, hd = x.double().cpu(), h.double().cpu()
-        sx += xd.sum(2); sxx += (xd * xd).sum(2); sh += hd.sum(2); shh += (hd * hd).sum(2)
-        shx += torch.bmm(hd, xd.transpose(1, 2))
-    # Means over all inputs: the zero input adds nothing to the moments (x = h = 0).
+        corr.add(toy_model.hidden(W, x, batch.hidden_relu), x)
     any_active = any_active.double().cpu()
     zero = toy_model.loss(W, b, torch.zeros(I, n, 1, device=device), batch.importance, batch.n,
                           batch.relu, batch.hidden_relu).double().cpu()
-    mean = lambda s: s * (any_active / (chunks * EVAL_CHUNK)).view(-1, *[1] * (s.dim() - 1))
-    cov = mean(shx) - mean(sh).unsqueeze(2) * mean(sx).unsqueeze(1)
-    sd_h = (mean(shh) - mean(sh) ** 2).clamp_min(0).sqrt().unsqueeze(2)
-    sd_x = (mean(sxx) - mean(sx) ** 2).clamp_min(0).sqrt().unsqueeze(1)
-    denom = sd_h * sd_x
-    corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
     final = (1 - any_active) * zero + any_active * loss / chunks
-    return final.float().numpy(), corr.float().numpy()
+    # the zero input adds nothing to the moments (x = h = 0): they scale by P(any active)
+    return final.float().numpy(), corr.result(any_active)
 
 
 def _evaluate_drawn(batch, W, b, gen, samples):
@@ -88,12 +77,16 @@ class Correlation:
         self.sums = s if self.sums is None else tuple(a + b for a, b in zip(self.sums, s))
         self.N += x.shape[2]
 
-    def result(self):
+    def result(self, weight=None):
+        """r from the accumulated sums; `weight` (I,), if given, scales each instance's means
+        (the share of all inputs that the accumulated ones stand for)."""
         N = self.N
+        mean = (lambda s: s / N) if weight is None else \
+            (lambda s: s * (weight / N).view(-1, *[1] * (s.dim() - 1)))
         sx, sxx, sh, shh, shx = self.sums
-        cov = shx / N - (sh / N).unsqueeze(2) * (sx / N).unsqueeze(1)
-        sd_h = (shh / N - (sh / N) ** 2).clamp_min(0).sqrt().unsqueeze(2)
-        sd_x = (sxx / N - (sx / N) ** 2).clamp_min(0).sqrt().unsqueeze(1)
+        cov = mean(shx) - mean(sh).unsqueeze(2) * mean(sx).unsqueeze(1)
+        sd_h = (mean(shh) - mean(sh) ** 2).clamp_min(0).sqrt().unsqueeze(2)
+        sd_x = (mean(sxx) - mean(sx) ** 2).clamp_min(0).sqrt().unsqueeze(1)
         denom = sd_h * sd_x
         corr = torch.where(denom > 1e-12, cov / denom.clamp_min(1e-12), torch.zeros_like(cov))
         return corr.float().numpy()
