@@ -78,21 +78,28 @@ class Workspace:
 
 
 def hidden(W, x, hidden_relu=False):
-    """The hidden activations h (I, m, B)."""
-    h = torch.bmm(W, x)
+    """The hidden activations h (I, m, B) for x (I, n, B), or for x (1, n, B) shared by all
+    instances (then one matrix product for all of them)."""
+    if x.shape[0] == 1 < W.shape[0]:
+        h = (W.flatten(0, 1) @ x[0]).view(W.shape[0], W.shape[1], x.shape[2])
+    else:
+        h = torch.bmm(W, x)
     return torch.relu(h) if hidden_relu else h
 
 
-def reconstruct(W, b, x, relu=True, hidden_relu=False):
-    """x' for x of shape (I, n, B), W (I, m, n), b (I, n, 1): the reference forward pass."""
-    z = torch.baddbmm(b, W.transpose(1, 2), hidden(W, x, hidden_relu))
+def reconstruct(W, b, x, relu=True, hidden_relu=False, h=None):
+    """x' for x of shape (I, n, B), W (I, m, n), b (I, n, 1): the reference forward pass; h, the
+    hidden activations, where already computed."""
+    h = hidden(W, x, hidden_relu) if h is None else h
+    z = torch.baddbmm(b, W.transpose(1, 2), h)
     return torch.relu(z) if relu else z
 
 
-def loss(W, b, x, importance, n, relu=True, hidden_relu=False):
+def loss(W, b, x, importance, n, relu=True, hidden_relu=False, h=None):
     """Per-instance loss (I,): importance-weighted squared error, mean over batch and features.
-    `n` (I,) is each instance's own feature count, so zero-padded features do not dilute it."""
-    err = importance * (x - reconstruct(W, b, x, relu, hidden_relu)) ** 2
+    `n` (I,) is each instance's own feature count, so zero-padded features do not dilute it.
+    x may be (1, n, B), shared by all instances."""
+    err = importance * (x - reconstruct(W, b, x, relu, hidden_relu, h)) ** 2
     return err.sum(dim=(1, 2)) / (x.shape[2] * n)
 
 
