@@ -60,12 +60,8 @@ def main(argv=None):
     # 2. Train every family of the grid (or take it from the cache).
     device = resolve_device(args.device)
     cache_dir = Path(args.cache)
-    trained = {}
-    for name, family in grid.families.items():
-        t = time.perf_counter()
-        trained[name] = models.trained_family(family, grid.train, device, cache_dir,
-                                              progress=not args.quiet, log=log)
-        log(f"{name}: {len(family.instances)} models ({how_made(trained[name], t)})")
+    trained = models.trained_families(grid.families, grid.train, device, cache_dir,
+                                      progress=not args.quiet, log=log)
     for name, sweep in grid.sae.items():
         t = time.perf_counter()
         saes = sae.trained_saes(sweep, trained[name], grid.sae_train, device, cache_dir, log=log)

@@ -8,6 +8,9 @@ class BuildError(Exception):
         where = f"{self.path}:{line}" if line else self.path
         super().__init__(f"{where}: {message}; {fix}")
 
+    def __reduce__(self):  # rebuilt from its parts when it comes back from a training worker
+        return BuildError, (self.path, self.message, self.fix, self.line)
+
 
 def line_of(text, needle, start=1):
     """1-based line of the first occurrence of `needle` in `text` at or after line `start`."""

@@ -4,12 +4,15 @@
 other load on the machine hits both alike, and the whole grid against one-model-at-a-time training.
 
     python benchmarks/bench_training.py [--grid FILE] [--family NAME ...] [--steps 300]
-                                        [--rounds 3] [--cold] [--skip]
+                                        [--rounds 3] [--cold [--workers K]] [--skip]
 
 Prints, per family, the median over rounds of reference time / our time for the same steps
 (range in brackets), then the whole grid's training time at the grid's step count, batched and
 as one reference model per grid point (timed on one model per feature count, scaled up).
---cold also trains the whole grid into an empty cache (the build's cold training time).
+--cold instead trains the families into an empty cache the way the build does (units on a pool
+of worker processes, evaluation included) and prints when each is done: the build's cold
+training time, e.g. of the paper-size sweep with
+    --grid precompute/grid-paper.toml --family dimensionality --cold
 --skip instead times our trainer's two paths against each other per family: every batch column
 (dense) against skipping the columns that are all zero (Trainer.step_skipping).
 """
@@ -79,13 +82,21 @@ def main():
     ap.add_argument("--family", nargs="*", help="families to time (default: all)")
     ap.add_argument("--steps", type=int, default=300, help="steps of ours per round")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--cold", action="store_true", help="also train the whole grid, cold cache")
+    ap.add_argument("--cold", action="store_true", help="train the families cold, as the build")
+    ap.add_argument("--workers", type=int, help="--cold's worker processes (default: one per core)")
     ap.add_argument("--skip", action="store_true",
                     help="time skipping all-zero batch columns against the dense step instead")
     args = ap.parse_args()
     grid = config.load_grid(args.grid)
     names = args.family or list(grid.families)
     cfg, full = grid.train, grid.train.steps
+    if args.cold:
+        with tempfile.TemporaryDirectory() as cache:
+            t = time.perf_counter()
+            models.trained_families({k: grid.families[k] for k in names}, cfg, "cpu", cache,
+                                    progress=False, workers=args.workers)
+        print(f"cold cache, {full} steps, with evaluation: {time.perf_counter() - t:.0f} s")
+        return
     if args.skip:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds "
               f"of {args.steps} steps, each path")
@@ -109,12 +120,6 @@ def main():
         single_s += one_at_a_time(fam, cfg, max(20, args.steps // 4)) * full
     print(f"{'+'.join(names) if args.family else 'whole grid'} at {full} steps: {ours_s:.0f} s "
           f"batched, {single_s:.0f} s one model at a time ({single_s / ours_s:.0f}x)")
-    if args.cold:
-        with tempfile.TemporaryDirectory() as cache:
-            t = time.perf_counter()
-            for name in names:
-                models.trained_family(grid.families[name], cfg, "cpu", cache, progress=False)
-        print(f"cold cache, {full} steps, with evaluation: {time.perf_counter() - t:.0f} s")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ EVAL_CHUNK = 4096
 REPRESENTED = 0.5  # ||W_i|| above this counts as represented (trained norms sit near 0 or 1)
 
 
-def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
+def evaluate(family, W, b, samples, device="cpu", purpose="eval", unit=None):
     """Final loss (I,) and neuron-feature correlations (I, m, n_max) at each model's own
     sparsity. Pearson r is 0 where a neuron or feature has no variance.
 
@@ -21,7 +21,7 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval"):
     noise about sevenfold there. Every instance sees the same uniforms (common random numbers),
     so the seeds of one grid point are compared on identical inputs: the noise of their loss
     differences, which decide the best seed, is far below that of each loss on its own."""
-    batch = Batch(family, device)
+    batch = Batch(family, device, unit)
     W, b = torch.from_numpy(W).to(device), torch.from_numpy(b).to(device).unsqueeze(2)
     gen = torch.Generator(device).manual_seed(family_seed(family.name, purpose))
     if family.input_law != "independent":

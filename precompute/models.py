@@ -2,14 +2,19 @@
 weight tables (data/models/<family>.json: one record per model)."""
 import hashlib
 import json
+import multiprocessing
+import os
+import signal
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from precompute import abs_model, cache, metrics
-from precompute.train import snapshot_steps, train_family
+from precompute import abs_model, cache, metrics, train
+from precompute.train import snapshot_steps
 
 # The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation;
 # the absolute-value model's own module only for its families.
@@ -75,34 +80,120 @@ class Trained:
 
 
 def trained_family(family, train_cfg, device, cache_dir, progress=True, log=print):
-    key = cache_key(family, train_cfg, device)
-    path = Path(cache_dir) / f"{family.name}-{key[:16]}.npz"
+    return trained_families({family.name: family}, train_cfg, device, cache_dir, progress,
+                            log)[family.name]
+
+
+def trained_families(families, train_cfg, device, cache_dir, progress=True, log=print,
+                     workers=None):
+    """Every family (name -> Trained), from the cache where it can be, else trained. The units
+    (train.units) of all families to train go to one pool of `workers` processes (default: one
+    per core; none on a GPU), one thread each, the largest first, so that every core stays busy
+    until the end; each family is checked and saved as soon as its last unit is in. A unit's
+    bytes are the same whichever process trains it."""
+    started, out, todo = time.perf_counter(), {}, {}
+    for name, family in families.items():
+        key = cache_key(family, train_cfg, device)
+        path = entry_path(family, key, cache_dir)
+        try:
+            out[name] = cached(family, train_cfg, key, path)
+            log(f"{name}: {len(family.instances)} models (cache)")
+        except cache.CacheMiss as miss:
+            if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is not
+                log(str(miss))
+            todo[name] = unit_jobs(family, train_cfg, device)
+    jobs = sorted((job for js in todo.values() for job in js), key=lambda j: -j.cost)
+    parts = {name: [None] * len(js) for name, js in todo.items()}
+    if workers is None:
+        workers = 0 if device != "cpu" else len(os.sched_getaffinity(0))
+    workers = min(workers, len(jobs))
+    pool = multiprocessing.get_context("spawn").Pool(workers, worker_init) if workers > 1 \
+        else None
     try:
-        T = len(family.instances)
-        shapes = {"W": (T, family.m, family.n_max), "b": (T, family.n_max), "final_loss": (T,)}
-        if family.model == "absolute-value":
-            shapes["W2"] = (T, family.n_max, family.m)
-        if family.snapshots:
-            K = len(snapshot_steps(train_cfg.steps, family.snapshots))
-            shapes.update({"snap_W": (T, K, family.m, family.n_max), "snap_b": (T, K, family.n_max),
-                           "snap_loss": (T, K), "snap_steps": (K,)})
-        return Trained(family, cache.load(path, key, shapes), train_cfg.steps, key, True,
-                       Path(cache_dir))
-    except cache.CacheMiss as miss:
-        if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
-            log(str(miss))
+        results = pool.imap_unordered(run_job, jobs) if pool else map(run_job, jobs)
+        for job, arrays in tqdm(results, total=len(jobs), desc="train", leave=False,
+                                disable=not progress or not jobs, mininterval=1.0):
+            parts[job.family.name][job.part] = arrays
+            if all(p is not None for p in parts[job.family.name]):
+                family = families[job.family.name]
+                out[family.name] = save(family, train_cfg, device, cache_dir,
+                                        train.merge(parts.pop(family.name)))
+                log(f"{family.name}: {len(family.instances)} models (trained in "
+                    f"{time.perf_counter() - started:.0f} s since training began"
+                    f"{f', {workers} workers' if pool else ''})")
+        if pool:
+            pool.close()
+            pool.join()
+    finally:
+        if pool:  # an error or an interrupt: stop the other units at once
+            pool.terminate()
+    return {name: out[name] for name in families}
+
+
+def entry_path(family, key, cache_dir):
+    return Path(cache_dir) / f"{family.name}-{key[:16]}.npz"
+
+
+def cached(family, train_cfg, key, path):
+    """The family's Trained from the cache; cache.CacheMiss if it is not there or not usable."""
+    T = len(family.instances)
+    shapes = {"W": (T, family.m, family.n_max), "b": (T, family.n_max), "final_loss": (T,)}
     if family.model == "absolute-value":
-        arrays = abs_model.train_family(family, train_cfg, device, progress)
-        arrays["final_loss"], arrays["corr"] = abs_model.evaluate(
-            family, arrays, train_cfg.eval_samples, device)
-    else:
-        arrays = train_family(family, train_cfg, device, progress)
-        arrays["final_loss"], arrays["corr"] = metrics.evaluate(
-            family, arrays["W"], arrays["b"], train_cfg.eval_samples, device)
+        shapes["W2"] = (T, family.n_max, family.m)
+    if family.snapshots:
+        K = len(snapshot_steps(train_cfg.steps, family.snapshots))
+        shapes.update({"snap_W": (T, K, family.m, family.n_max), "snap_b": (T, K, family.n_max),
+                       "snap_loss": (T, K), "snap_steps": (K,)})
+    arrays = cache.load(path, key, shapes)
+    return Trained(family, arrays, train_cfg.steps, key, True, path.parent)
+
+
+def save(family, train_cfg, device, cache_dir, arrays):
+    key = cache_key(family, train_cfg, device)
     arrays["eval_samples"] = np.array(train_cfg.eval_samples)
     arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    cache.save(path, key, arrays)
+    cache.save(entry_path(family, key, cache_dir), key, arrays)
     return Trained(family, arrays, train_cfg.steps, key, False, Path(cache_dir))
+
+
+@dataclass
+class Job:
+    """One unit of one family to train and evaluate; cost: its entries per step, for ordering."""
+    family: object
+    cfg: object
+    unit: object  # train.Unit, or None: the whole family (the absolute-value model)
+    part: int
+    device: str
+    cost: int
+
+
+def unit_jobs(family, train_cfg, device):
+    B = train_cfg.batch_size
+    if family.model == "absolute-value":  # its own trainer, whole (m + n entries per column)
+        return [Job(family, train_cfg, None, 0, device,
+                    len(family.instances) * (family.n_max + family.m) * B)]
+    return [Job(family, train_cfg, u, k, device,
+                len(u.seeds) * len(u.positions) * family.n_max * B)
+            for k, u in enumerate(train.units(family, B))]
+
+
+def worker_init():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the build's own process handles Ctrl-C
+
+
+def run_job(job):
+    """(job, its arrays with final_loss and corr), trained and evaluated on one thread."""
+    fam, cfg = job.family, job.cfg
+    with train.one_thread():
+        if fam.model == "absolute-value":
+            arrays = abs_model.train_family(fam, cfg, job.device, progress=False)
+            arrays["final_loss"], arrays["corr"] = abs_model.evaluate(
+                fam, arrays, cfg.eval_samples, job.device)
+        else:
+            arrays = train.train_unit(fam, cfg, job.unit, job.device, progress=False)
+            arrays["final_loss"], arrays["corr"] = metrics.evaluate(
+                fam, arrays["W"], arrays["b"], cfg.eval_samples, job.device, unit=job.unit)
+    return job, arrays
 
 
 def lowest_loss(trained):

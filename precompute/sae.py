@@ -5,8 +5,8 @@ toy model's true feature directions W_i.
     h' = W_d f + b_d                     W_d has unit-norm columns (renormalised every step)
     L  = mean ||h - h'||^2 + lambda * mean ||f||_1
 
-One batch trains every SAE of a sweep: target model x dictionary size x lambda, dictionaries
-zero-padded to the largest size with their extra latents masked off.
+One batch per dictionary size trains every SAE of a sweep with that size: target model x lambda;
+the stored decoders are zero-padded to the largest size.
 """
 import hashlib
 import itertools
@@ -56,12 +56,13 @@ def targets(sweep, toy):
 
 
 class Params:
-    """Every SAE of a sweep as batched tensors: W_eb = [W_e | b_e] (I, d, m+1), so that one
+    """SAEs of one dictionary size as batched tensors: W_eb = [W_e | b_e] (I, d, m+1), so that one
     matrix product with [h - b_d ; 1] gives the pre-activations, W_d (I, m, d), b_d (I, m, 1)."""
 
-    def __init__(self, W_d, b_d, mask):
-        self.W_d, self.b_d, self.mask = W_d, b_d, mask  # mask (I, d, 1): real latents
-        self.W_eb = torch.cat([W_d.transpose(1, 2), torch.zeros_like(mask)], 2)  # tied init
+    def __init__(self, W_d, b_d):
+        self.W_d, self.b_d = W_d, b_d
+        self.W_eb = torch.cat([W_d.transpose(1, 2), torch.zeros_like(W_d[:, :1]).transpose(1, 2)],
+                              2)  # tied init
         for p in self.tensors():
             p.grad = torch.zeros_like(p)
 
@@ -84,8 +85,6 @@ class Params:
         df = torch.baddbmm((l1 / batch).view(-1, 1, 1), self.W_d.transpose(1, 2), G)
         da = torch.ops.aten.threshold_backward(df, f, 0.0)  # f > 0 exactly where a > 0
         torch.bmm(da, u.transpose(1, 2), out=self.W_eb.grad)
-        self.W_eb.grad.mul_(self.mask)  # padding latents keep zero weights
-        self.W_d.grad.mul_(self.mask.transpose(1, 2))
         db_e = self.W_eb.grad[:, :, m:]
         torch.sub(G.sum(2, keepdim=True), torch.bmm(self.W_eb[:, :, :m].transpose(1, 2), db_e),
                   out=self.b_d.grad)
@@ -99,40 +98,42 @@ def train(sweep, toy, cfg, device="cpu"):
     rows = settings(sweep)
     t_index = torch.tensor([sweep.sparsities.index(s) for s, _, _ in rows], device=device)
     d_max, I = max(sweep.dict_sizes), len(rows)
-    mask = torch.zeros(I, d_max, 1, device=device)
-    for i, (_, d, _) in enumerate(rows):
-        mask[i, :d] = 1
     l1 = torch.tensor([lam for _, _, lam in rows], device=device)
     gen = torch.Generator().manual_seed(family_seed(fam.name, "sae/init"))
-    W_d = torch.randn(I, m, d_max, generator=gen).to(device)
-    W_d = W_d * mask.transpose(1, 2)
+    W_d = torch.randn(I, m, d_max, generator=gen).to(device)  # each SAE uses its first d columns
     W_d /= W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    sae = Params(W_d, torch.zeros(I, m, 1, device=device), mask)
-    opt = torch.optim.Adam(sae.tensors(), lr=cfg.learning_rate, fused=True)
     inv_p = torch.tensor([1 / (1 - s) for s in sweep.sparsities], device=device).view(-1, 1, 1)
-    data = torch.Generator(device).manual_seed(family_seed(fam.name, "sae/data"))
 
-    def hidden(batch, g):
+    def hidden(batch, g, t_index):
         x = toy_model.sample_inputs(torch.rand(len(tk), n, batch, generator=g, device=device), inv_p)
         return torch.bmm(W_true, x)[t_index]  # (I, m, batch)
 
-    for _ in range(cfg.steps):
-        sae.loss_and_grad(hidden(cfg.batch_size, data), l1)
-        opt.step()
-        sae.W_d /= sae.W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-    with torch.no_grad():  # evaluate on fresh inputs
-        h = hidden(cfg.eval_samples, torch.Generator(device).manual_seed(
-            family_seed(fam.name, "sae/eval")))
-        f = sae.codes(h)[0]
-        err = h - torch.baddbmm(sae.b_d, sae.W_d, f)
-        fvu = err.pow(2).sum((1, 2)) / (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))
-        l0 = (f > 0).float().sum(1).mean(1)
-        dead = (((f > 0).sum(2, keepdim=True) == 0).float() * mask).sum((1, 2))  # real latents only
+    # One batch per dictionary size, on the same data stream: padding every dictionary to the
+    # largest one (d = 40 for d = 5) would spend most of a step on masked-off latents.
+    fvu, l0, dead = torch.empty(I), torch.empty(I), torch.empty(I)
+    for d in sorted(set(sweep.dict_sizes)):
+        idx = torch.tensor([i for i, (_, size, _) in enumerate(rows) if size == d], device=device)
+        sae = Params(W_d[idx, :, :d].contiguous(), torch.zeros(len(idx), m, 1, device=device))
+        opt = torch.optim.Adam(sae.tensors(), lr=cfg.learning_rate, fused=True)
+        data = torch.Generator(device).manual_seed(family_seed(fam.name, "sae/data"))
+        for _ in range(cfg.steps):
+            sae.loss_and_grad(hidden(cfg.batch_size, data, t_index[idx]), l1[idx])
+            opt.step()
+            sae.W_d /= sae.W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        with torch.no_grad():  # evaluate on fresh inputs
+            h = hidden(cfg.eval_samples, torch.Generator(device).manual_seed(
+                family_seed(fam.name, "sae/eval")), t_index[idx])
+            f = sae.codes(h)[0]
+            err = h - torch.baddbmm(sae.b_d, sae.W_d, f)
+            fvu[idx] = (err.pow(2).sum((1, 2)) / (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))).cpu()
+            l0[idx] = (f > 0).float().sum(1).mean(1).cpu()
+            dead[idx] = ((f > 0).sum(2) == 0).float().sum(1).cpu()
+            W_d[idx] = 0.0
+            W_d[idx, :, :d] = sae.W_d
     W_true = W_true.cpu().numpy()
     norms = np.linalg.norm(W_true, axis=1)  # (T, n)
     true_unit = W_true / np.maximum(norms[:, None, :], 1e-12)
-    W_d_np = sae.W_d.cpu().numpy()
+    W_d_np = W_d.cpu().numpy()
     out = []
     for i, (s, d, lam) in enumerate(rows):
         t = sweep.sparsities.index(s)

@@ -8,6 +8,7 @@ instead of one per instance. Seeds differ in both their initialisation and their
 """
 import hashlib
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,13 +24,52 @@ def family_seed(name, purpose):
     return int.from_bytes(hashlib.sha256(f"{name}/{purpose}".encode()).digest()[:8], "big") >> 1
 
 
-class Batch:
-    """The family's instances as padded tensors on one device."""
+@dataclass(frozen=True)
+class Unit:
+    """A block of a family's instances trained as one batch: some seeds x some grid points
+    (positions within a seed), seed-major like the family's own instances."""
+    seeds: range
+    positions: range
 
-    def __init__(self, family, device):
-        inst, n_max = family.instances, family.n_max
+    def indices(self, per_seed):
+        return [s * per_seed + p for s in self.seeds for p in self.positions]
+
+
+# A unit holds about this many (instance x feature x batch column) entries per step, at least one
+# seed's grid point. Units are cut from the family alone, never from the number of workers, so a
+# model's bytes do not depend on the machine that trained it.
+UNIT_ENTRIES = 3_000_000
+
+
+def units(family, batch_size):
+    """The family's training units: runs of whole seeds up to UNIT_ENTRIES, or, where one seed
+    is larger, equal parts of its grid points."""
+    per_seed = family.per_seed
+    seed_entries = per_seed * family.n_max * batch_size
+    if seed_entries <= UNIT_ENTRIES:
+        step = UNIT_ENTRIES // seed_entries
+        return [Unit(range(s, min(s + step, family.seeds)), range(per_seed))
+                for s in range(0, family.seeds, step)]
+    parts = min(per_seed, math.ceil(seed_entries / UNIT_ENTRIES))
+    cuts = [round(k * per_seed / parts) for k in range(parts + 1)]
+    return [Unit(range(s, s + 1), range(a, b)) for s in range(family.seeds)
+            for a, b in zip(cuts, cuts[1:])]
+
+
+def whole(family):
+    return Unit(range(family.seeds), range(family.per_seed))
+
+
+class Batch:
+    """A unit of the family's instances (all of them by default) as padded tensors on one device,
+    padded to the family's n_max whatever the unit."""
+
+    def __init__(self, family, device, unit=None):
+        self.unit = unit = unit or whole(family)
+        self.idx = unit.indices(family.per_seed)
+        inst, n_max = [family.instances[k] for k in self.idx], family.n_max
         self.family, self.device = family, device
-        self.shape = (family.seeds, family.per_seed)
+        self.shape = (len(unit.seeds), len(unit.positions))
         self.n = torch.tensor([i.n for i in inst], dtype=torch.float32, device=device)
         importance = np.zeros((len(inst), n_max, 1), np.float32)
         inv_p = np.full((len(inst), n_max, 1), toy_model.PAD_INV_P, np.float32)
@@ -42,26 +82,41 @@ class Batch:
         self.hidden_relu = family.hidden_activation == "relu"
 
     def inputs(self, r, gen, out):
-        """A fresh batch x (instances, n_max, batch) from one uniform draw r per seed."""
+        """A fresh batch x (instances, n_max, batch) from one uniform draw r, shared by every
+        instance (evaluation: r (1, 1, n_max, batch))."""
         if self.family.input_law != "independent":
             sets = SetDraws(self.family, r.shape[0], out.shape[-1], self.device)
-            sets.draw(gen)
+            sets.draw([gen])
             return sets.inputs(slice(None), self.inv_p, out.view(*self.shape, *out.shape[1:]))
         r.uniform_(generator=gen)
         return toy_model.sample_inputs(r, self.inv_p, out.view(*self.shape, *out.shape[1:]))
 
     def init_weights(self):
-        """Xavier-normal W (as the paper), zero bias; padding columns stay exactly zero."""
-        m, n_max = self.family.m, self.family.n_max
-        W = torch.zeros(len(self.family.instances), m, n_max)
-        for seed in range(self.family.seeds):
-            gen = torch.Generator().manual_seed(family_seed(self.family.name, f"init/{seed}"))
-            for k, i in enumerate(self.family.instances):
-                if i.seed == seed:
-                    std = math.sqrt(2.0 / (m + i.n))
-                    W[k, :, :i.n] = torch.randn(m, i.n, generator=gen) * std
-        return W.to(self.device), torch.zeros(len(self.family.instances), n_max, 1,
-                                              device=self.device)
+        """Xavier-normal W (as the paper), zero bias; padding columns stay exactly zero. Every
+        grid point of a seed draws in turn from the seed's generator, whichever are kept, so a
+        model's start does not depend on the unit it is trained in."""
+        fam, (seeds, positions) = self.family, (self.unit.seeds, self.unit.positions)
+        m, n_max = fam.m, fam.n_max
+        W = torch.zeros(len(self.idx), m, n_max)
+        for a, seed in enumerate(seeds):
+            gen = torch.Generator().manual_seed(family_seed(fam.name, f"init/{seed}"))
+            for p in range(fam.per_seed):
+                i = fam.instances[seed * fam.per_seed + p]
+                w = torch.randn(m, i.n, generator=gen) * math.sqrt(2.0 / (m + i.n))
+                if p in positions:
+                    W[a * len(positions) + p - positions.start, :, :i.n] = w
+        return W.to(self.device), torch.zeros(len(self.idx), n_max, 1, device=self.device)
+
+    def data_generators(self):
+        """One generator per seed of the unit: a seed's inputs are the same in every unit."""
+        return [torch.Generator(self.device).manual_seed(family_seed(self.family.name, f"data/{s}"))
+                for s in self.unit.seeds]
+
+    def draw(self, r, gens):
+        """Fresh uniforms r (seeds, ...) in place, each seed's from its own generator."""
+        for row, gen in zip(r, gens):
+            row.uniform_(generator=gen)
+        return r
 
 
 class SetDraws:
@@ -77,10 +132,12 @@ class SetDraws:
         self.pick = torch.empty_like(self.active) if family.input_law == "anticorrelated" else None
         self.value = torch.empty(lead, 1, family.n_max, batch, device=device)
 
-    def draw(self, gen):
-        for t in (self.active, self.pick, self.value):
-            if t is not None:
-                t.uniform_(generator=gen)
+    def draw(self, gens):
+        """Each seed's uniforms from its own generator (one per leading row)."""
+        for k, gen in enumerate(gens):
+            for t in (self.active, self.pick, self.value):
+                if t is not None:
+                    t[k].uniform_(generator=gen)
 
     def inputs(self, seeds, inv_p, out):
         """x (s, P, n, batch) for a slice of the seeds; inv_p (s, P, n, 1). A set is active with
@@ -103,20 +160,21 @@ CHUNK_BYTES = 4 << 20
 class Trainer:
     """One family's training state; step() draws a fresh batch and takes one AdamW step."""
 
-    def __init__(self, family, cfg, device="cpu", skip_zero_columns=None):
-        self.batch = Batch(family, device)
+    def __init__(self, family, cfg, device="cpu", skip_zero_columns=None, unit=None):
+        self.batch = Batch(family, device, unit)
+        seeds, per_seed = self.batch.shape
         self.W, self.b = self.batch.init_weights()
         self.W.grad, self.b.grad = torch.zeros_like(self.W), torch.zeros_like(self.b)
         # The fused AdamW is the same update as the loop over tensors, in one pass.
         self.opt = torch.optim.AdamW([self.W, self.b], lr=cfg.learning_rate,
                                      weight_decay=cfg.weight_decay, fused=True)
         self.coef = 2.0 * self.batch.importance / (cfg.batch_size * self.batch.n.view(-1, 1, 1))
-        self.gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
-        self.r = torch.empty(family.seeds, family.n_max, cfg.batch_size, device=device)
+        self.gens = self.batch.data_generators()
+        self.r = torch.empty(seeds, family.n_max, cfg.batch_size, device=device)
         self.sets = None if family.input_law == "independent" else \
-            SetDraws(family, family.seeds, cfg.batch_size, device)
+            SetDraws(family, seeds, cfg.batch_size, device)
         per_chunk = CHUNK_BYTES // (4 * family.n_max * cfg.batch_size)
-        self.chunks = chunks(family.seeds, family.per_seed, per_chunk)
+        self.chunks = chunks(seeds, per_seed, per_chunk)
         size = max(sl.stop - sl.start for _, sl in self.chunks)
         self.plan, work = density_chunks(self.batch, self.coef, cfg.batch_size)
         # the skipping path knows only the independent law's all-zero columns
@@ -134,9 +192,9 @@ class Trainer:
         if self.skip:
             return self.step_skipping(want_loss)
         if self.sets is None:
-            self.r.uniform_(generator=self.gen)
+            self.batch.draw(self.r, self.gens)
         else:
-            self.sets.draw(self.gen)
+            self.sets.draw(self.gens)
         bt, inv_p, losses = self.batch, self.batch.inv_p, []
         for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
             k = sl.stop - sl.start
@@ -157,7 +215,7 @@ class Trainer:
         it), so that an instance of density p needs only the prefix of columns with
         min_i r_i / p < 1; loss_and_grad_prefix adds the rest in closed form."""
         bt, B, losses = self.batch, self.r.shape[2], []
-        self.r.uniform_(generator=self.gen)
+        bt.draw(self.r, self.gens)
         key = self.r.amin(1)
         if key.is_cpu:  # numpy's sort of (seeds x batch) keys was 5x faster than torch's here
             perm = torch.from_numpy(np.argsort(key.numpy(), axis=1))
@@ -263,24 +321,53 @@ def chunks(seeds, per_seed, size):
 
 
 def train_family(family, cfg, device="cpu", progress=True):
-    """Train all of a family's instances; returns numpy arrays W (I, m, n_max), b (I, n_max),
-    loss_curve (I, steps // log_every), with its steps, and the family's Snapshots if it asks."""
-    trainer = Trainer(family, cfg, device)
-    snaps = Snapshots(trainer, cfg.steps, family.snapshots) if family.snapshots else None
-    curve, curve_steps = [], []
-    for step in tqdm(range(1, cfg.steps + 1), desc=f"train {family.name}", disable=not progress,
-                     mininterval=1.0, leave=False):
-        log = step % cfg.log_every == 0 or step == cfg.steps
-        loss = trainer.step(want_loss=log or snaps is not None)
-        if snaps:
-            snaps.record(step, loss)
-        if log:
-            check_finite(family, loss, step)
-            curve.append(loss.cpu())
-            curve_steps.append(step)
+    """Train all of a family's instances, unit by unit (as a pool of workers would, with the same
+    bytes); returns numpy arrays W (I, m, n_max), b (I, n_max), loss_curve (I, steps //
+    log_every), with its steps, and the family's Snapshots if it asks."""
+    return merge([train_unit(family, cfg, u, device, progress)
+                  for u in units(family, cfg.batch_size)])
+
+
+def train_unit(family, cfg, unit, device="cpu", progress=True):
+    """train_family's arrays for one unit's instances, trained on one thread (a model's bytes
+    must not depend on how many cores the machine has)."""
+    with one_thread():
+        trainer = Trainer(family, cfg, device, unit=unit)
+        snaps = Snapshots(trainer, cfg.steps, family.snapshots) if family.snapshots else None
+        curve, curve_steps = [], []
+        for step in tqdm(range(1, cfg.steps + 1), desc=f"train {family.name}",
+                         disable=not progress, mininterval=1.0, leave=False):
+            log = step % cfg.log_every == 0 or step == cfg.steps
+            loss = trainer.step(want_loss=log or snaps is not None)
+            if snaps:
+                snaps.record(step, loss)
+            if log:
+                check_finite(family, loss, step, trainer.batch.idx)
+                curve.append(loss.cpu())
+                curve_steps.append(step)
     return {"W": trainer.W.cpu().numpy(), "b": trainer.b.squeeze(2).cpu().numpy(),
             "loss_curve": torch.stack(curve, 1).numpy(), "curve_steps": np.array(curve_steps),
             **(snaps.arrays() if snaps else {})}
+
+
+# arrays shared by all instances rather than one row per instance
+SHARED = ("curve_steps", "snap_steps", "eval_samples")
+
+
+def merge(parts):
+    """Units' arrays (in unit order, which is seed-major instance order) as one family's."""
+    return {k: parts[0][k] if k in SHARED else np.concatenate([p[k] for p in parts])
+            for k in parts[0]}
+
+
+@contextmanager
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def snapshot_steps(steps, num):
@@ -312,10 +399,12 @@ class Snapshots:
                 "snap_loss": torch.stack(self.loss, 1).float().numpy(), "snap_steps": self.steps}
 
 
-def check_finite(family, loss, step):
+def check_finite(family, loss, step, idx=None):
+    """A BuildError naming the grid point of the first non-finite loss; idx maps the loss's rows
+    to the family's instances (a unit's)."""
     bad = (~torch.isfinite(loss)).nonzero().flatten()
     if len(bad):
-        i = family.instances[int(bad[0])]
+        i = family.instances[int(bad[0]) if idx is None else idx[int(bad[0])]]
         raise BuildError(f"grid family '{family.name}'",
                          f"training diverged (loss {float(loss[bad[0]])}) at step {step} for "
                          f"seed={i.seed} n={i.n} sparsity={i.sparsity:g}",

@@ -22,8 +22,7 @@ def grid():
 @pytest.fixture(scope="session")
 def trained(grid):
     """Everything the build trains, keyed as the build keys it ("NAME", "sae.NAME")."""
-    out = {name: models.trained_family(fam, grid.train, "cpu", CACHE, progress=False)
-           for name, fam in grid.families.items()}
+    out = models.trained_families(grid.families, grid.train, "cpu", CACHE, progress=False)
     for name, sweep in grid.sae.items():
         out[f"sae.{name}"] = sae.trained_saes(sweep, out[name], grid.sae_train, "cpu", CACHE)
     return out
