@@ -2,7 +2,8 @@
 
 A file is one JSON header line {"format", "key", "sha256"} then an .npz payload (no pickle).
 Loading checks the header, the key and the payload's checksum; anything off is reported as a
-CacheMiss with a one-line reason, and the caller retrains. Writes are atomic (temp + rename).
+CacheMiss with a one-line reason, and the caller makes the entry again (trains the models, solves
+the phase theory, renders the image). Writes are atomic (temp + rename).
 """
 import hashlib
 import io
@@ -29,28 +30,31 @@ def load(path, key, shapes=None):
     try:
         blob = path.read_bytes()
     except OSError as e:  # unreadable, a directory, ...
-        raise CacheMiss(f"{path}: unreadable cache entry ({e.strerror}); retraining") from None
+        raise CacheMiss(f"{path}: unreadable cache entry ({e.strerror}); making it again") from None
     head, sep, payload = blob.partition(b"\n")
     try:
         header = json.loads(head)
         if not isinstance(header, dict) or not sep:
             raise ValueError
     except ValueError:
-        raise CacheMiss(f"{path}: corrupt cache entry (unreadable header); retraining") from None
+        raise CacheMiss(f"{path}: corrupt cache entry (unreadable header); "
+                        "making it again") from None
     if header.get("format") != FORMAT or header.get("key") != key:
-        raise CacheMiss(f"{path}: foreign or stale cache entry (key does not match); retraining")
+        raise CacheMiss(f"{path}: foreign or stale cache entry (key does not match); "
+                        "making it again")
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
-        raise CacheMiss(f"{path}: corrupt cache entry (checksum mismatch, truncated?); retraining")
+        raise CacheMiss(f"{path}: corrupt cache entry (checksum mismatch, truncated?); "
+                        "making it again")
     try:
         with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile) as e:
-        raise CacheMiss(f"{path}: corrupt cache entry ({e}); retraining") from None
+        raise CacheMiss(f"{path}: corrupt cache entry ({e}); making it again") from None
     for name, shape in (shapes or {}).items():
         if name not in arrays or arrays[name].shape != tuple(shape):
             got = arrays[name].shape if name in arrays else "missing"
             raise CacheMiss(f"{path}: cache entry has the wrong shape for '{name}' ({got}, "
-                            f"expected {tuple(shape)}); retraining")
+                            f"expected {tuple(shape)}); making it again")
     return arrays
 
 

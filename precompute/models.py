@@ -32,7 +32,8 @@ def code_hash(model="toy"):
 
 def cache_key(family, train_cfg, device):
     blob = json.dumps({"family": family.name, "spec": family.spec, "train": asdict(train_cfg),
-                       "code": code_hash(family.model), "device": device, "torch": torch.__version__},
+                       "code": code_hash(family.model), "device": device, "torch": torch.__version__,
+                       "numpy": np.__version__},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -125,7 +125,8 @@ def train(sweep, toy, cfg, device="cpu"):
                 family_seed(fam.name, "sae/eval")), t_index[idx])
             f = sae.codes(h)[0]
             err = h - torch.baddbmm(sae.b_d, sae.W_d, f)
-            fvu[idx] = (err.pow(2).sum((1, 2)) / (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))).cpu()
+            spread = (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))
+            fvu[idx] = (err.pow(2).sum((1, 2)) / spread).cpu()
             l0[idx] = (f > 0).float().sum(1).mean(1).cpu()
             dead[idx] = ((f > 0).sum(2) == 0).float().sum(1).cpu()
             W_d[idx] = 0.0

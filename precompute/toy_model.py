@@ -42,11 +42,11 @@ def sample_inputs_given_any(r, u, inv_p, n):
     q = 1.0 - 1.0 / inv_p[:, :1]  # (I, 1, 1)
     any_active = 1.0 - q ** n.view(-1, 1, 1)
     J = torch.where(q > 0, torch.floor(torch.log1p(-u * any_active) / torch.log(q)),
-                    torch.zeros_like(q)).clamp(max=n.view(-1, 1, 1) - 1)
-    j = torch.arange(inv_p.shape[1], dtype=J.dtype, device=J.device).view(1, -1, 1)
-    scaled = r * inv_p
-    after = torch.where(scaled < 1, scaled, torch.zeros_like(scaled))  # r / p where r < p, else 0
-    x = torch.where(j > J, after, torch.where(j == J, r.expand_as(after), torch.zeros_like(after)))
+                    torch.zeros_like(q)).clamp(max=n.view(-1, 1, 1) - 1).long()  # (I, 1, B)
+    x = sample_inputs(r, inv_p)  # the unconditional law, kept after J
+    j = torch.arange(inv_p.shape[1], device=J.device).view(1, -1, 1)
+    x.masked_fill_(j <= J, 0.0)
+    x.scatter_(1, J, r.expand(x.shape[0], *r.shape[1:]).gather(1, J))  # x_J = r_J
     return x, any_active.view(-1)
 
 

@@ -160,6 +160,8 @@ def test_csp_allows_exactly_each_pages_own_inline_code(site):
         assert sorted(digest(b) for b in p.bodies["style"]) == \
             sorted(s for s in style_src if s.startswith("'sha256-")), page
         counts[page.name] = (len(p.bodies["script"]), len(p.bodies["style"]))
+        if page.name == "404.html":  # no script of its own, and none from anywhere else
+            assert script_src == ["'none'"], p.csp
     # The offline edition's Vega runtime and site.js, and its stylesheet; 404's stylesheet.
     assert counts["superposition-offline.html"] == (2, 1) and counts["404.html"] == (0, 1)
 
