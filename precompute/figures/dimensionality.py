@@ -14,7 +14,8 @@ ID = "dimensionality"
 FAMILY = "dimensionality"
 FAMILIES = [FAMILY]
 # the names build() puts in facts, for --check
-FACTS = ('n', 'm', 'seeds', 'one_to', 'half_from', 'half_to', 'half_features', 'pairs_from',
+FACTS = ('n', 'm', 'seeds', 'dense_dstar', 'second_density', 'second_dstar', 'third_density',
+         'third_dstar', 'half_from', 'half_to', 'half_features', 'pairs_from',
          'pairs_to', 'at_3_4',
          'at_2_3', 'at_1_2', 'at_2_5', 'at_3_8', 'dense_represented_3', 'dense_represented_5',
          'dense_represented_7')
@@ -64,12 +65,19 @@ def build(trained):
                 dots.append({"inv_density": inv, "feature": i + 1,
                              "D": round(float(geo["dimensionality"][i]), 4)})
     curve, dots = pd.DataFrame(curve).sort_values("inv_density"), pd.DataFrame(dots)
-    _, one_to, _ = stretch(curve, (curve.dims_per_feature - 1).abs() < STICK)
+    # At the dense end D* starts at 1 and first falls slowly, then fast: give the first three
+    # densities as they are (the step at 1 is much less flat here than the one at 1/2).
+    first = curve.iloc[:3]
     half_from, half_to, half = stretch(curve, (curve.dims_per_feature - 0.5).abs() < STICK)
     # where (nearly) every represented feature is in an antipodal pair, whatever D* reads
     pairs_from, pairs_to, _ = stretch(curve, curve.at_half >= 0.95 * curve["represented_0.5"].clip(1))
     fmt = lambda v: "none" if v is None else f"{v:.1f}"
-    facts = {"n": fam.instances[0].n, "m": fam.m, "seeds": fam.seeds, "one_to": fmt(one_to),
+    facts = {"n": fam.instances[0].n, "m": fam.m, "seeds": fam.seeds,
+             "dense_dstar": f"{first.dims_per_feature.iloc[0]:.2f}",
+             **{f"{which}_{what}": f"{first[col].iloc[i]:.{digits}f}"
+                for i, which in ((1, "second"), (2, "third"))
+                for what, col, digits in (("density", "inv_density", 1),
+                                          ("dstar", "dims_per_feature", 2))},
              "half_from": fmt(half_from), "half_to": fmt(half_to),
              "half_features": int(half.at_half.max()) if len(half) else 0,
              "pairs_from": fmt(pairs_from), "pairs_to": fmt(pairs_to)}
@@ -98,9 +106,11 @@ def build(trained):
                f"the best of {facts['seeds']} seeds at each density. The line is D* = m/‖W‖²_F, "
                f"the dimensions the model spends per feature it stores; dots are individual "
                f"represented features' dimensionality Dᵢ. Reference lines mark the fractions the "
-               f"paper names (1/3 dotted, as a guide). D* stays within {STICK} of 1 up to "
-               f"1/(1−S) = {facts['one_to']} and within {STICK} of 1/2, every represented feature "
-               f"in an antipodal pair, from {facts['half_from']} to {facts['half_to']}.")
+               f"paper names (1/3 dotted, as a guide). D* is {facts['dense_dstar']} at the "
+               f"densest point and {facts['second_dstar']} at 1/(1−S) = "
+               f"{facts['second_density']}, then falls faster ({facts['third_dstar']} at "
+               f"{facts['third_density']}); it stays within {STICK} of 1/2, every represented "
+               f"feature in an antipodal pair, from {facts['half_from']} to {facts['half_to']}.")
     description = ("Line chart of dimensions per feature against inverse feature density on a "
                    "log axis, with dots for each feature's dimensionality and horizontal "
                    "reference lines at 1, 3/4, 2/3, 1/2, 2/5, 3/8 and 1/3.")
