@@ -67,5 +67,9 @@ def save(path, key, arrays):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(header + b"\n" + payload)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(header + b"\n" + payload)
+        os.replace(tmp, path)
+    except BaseException:  # an interrupt or a full disk leaves no temp file behind
+        tmp.unlink(missing_ok=True)
+        raise

@@ -40,8 +40,8 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval", unit=None):
             x, _ = toy_model.sample_inputs_given_any(r, u, inv_p, count)  # (1, n, B), shared
             Wg = W[idx]
             h = toy_model.hidden(Wg, x, batch.hidden_relu)
-            loss[idx] += toy_model.loss(Wg, b[idx], x, batch.importance[idx], batch.n[idx],
-                                        batch.relu, h=h).double().cpu()
+            loss[idx.cpu()] += toy_model.loss(Wg, b[idx], x, batch.importance[idx], batch.n[idx],
+                                              batch.relu, h=h).double().cpu()
             corr.add(h, x)
     zero = toy_model.loss(W, b, torch.zeros(I, n, 1, device=device), batch.importance, batch.n,
                           batch.relu, batch.hidden_relu).double().cpu()
@@ -58,8 +58,8 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval", unit=None):
 def _same_inputs(batch):
     """The instances that see the same evaluation inputs, which depend only on an instance's
     density and feature count: (instances, 1/p (1, n_max, 1), n (1,)) per group. Drawing x once
-    per group (the phase family has 16 groups of 160 instances) and sharing it makes evaluation
-    several times cheaper than one x per instance, on the same numbers."""
+    per group (phase: 16 groups of 80 instances in each of its two units) and sharing it makes
+    evaluation several times cheaper than one x per instance, on the same numbers."""
     inv_p, count = batch.inv_p.flatten(0, 1), batch.n
     keys = [(float(inv_p[k, 0, 0]), float(count[k])) for k in range(len(count))]
     groups = []
@@ -71,14 +71,13 @@ def _same_inputs(batch):
 
 def _evaluate_drawn(batch, W, b, gen, samples):
     """evaluate() for the correlated and anticorrelated input laws, which draw through
-    Batch.inputs (train.SetDraws): plain draws, every seed on the same inputs."""
+    Batch.set_inputs (train.SetDraws): plain draws, every seed on the same inputs."""
     I, m, n = W.shape
     loss, corr = torch.zeros(I, dtype=torch.float64), Correlation()
-    r = torch.empty(1, 1, n, EVAL_CHUNK, device=W.device)
     x = torch.empty(I, n, EVAL_CHUNK, device=W.device)
     chunks = max(1, samples // EVAL_CHUNK)
     for _ in range(chunks):
-        batch.inputs(r, gen, x)
+        batch.set_inputs(gen, x)
         loss += toy_model.loss(W, b, x, batch.importance, batch.n, batch.relu,
                                batch.hidden_relu).double().cpu()
         corr.add(toy_model.hidden(W, x, batch.hidden_relu), x)

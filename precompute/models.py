@@ -1,11 +1,14 @@
 """Trained models for every family of the grid, from the cache or freshly trained, and their
 weight tables (data/models/<family>.json: one record per model)."""
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import os
 import signal
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -13,13 +16,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from errors import BuildError
 from precompute import abs_model, cache, metrics, train
 from precompute.train import snapshot_steps
 
-# The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation;
-# the absolute-value model's own module only for its families.
+# The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation,
+# the jobs that run them (this module); the absolute-value model's own module only for its families.
 TRAINING_CODE = [Path(__file__).with_name(f) for f in
-                 ("config.py", "toy_model.py", "train.py", "metrics.py")]
+                 ("config.py", "toy_model.py", "train.py", "metrics.py", "models.py")]
 MODEL_CODE = {"toy": [], "absolute-value": [Path(abs_model.__file__)]}
 
 
@@ -106,12 +110,13 @@ def trained_families(families, train_cfg, device, cache_dir, progress=True, log=
     jobs = sorted((job for js in todo.values() for job in js), key=lambda j: -j.cost)
     parts = {name: [None] * len(js) for name, js in todo.items()}
     if workers is None:
-        workers = 0 if device != "cpu" else len(os.sched_getaffinity(0))
+        workers = 0 if device != "cpu" else cores()
     workers = min(workers, len(jobs))
-    pool = multiprocessing.get_context("spawn").Pool(workers, worker_init) if workers > 1 \
-        else None
-    try:
-        results = pool.imap_unordered(run_job, jobs) if pool else map(run_job, jobs)
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), worker_init) \
+        if workers > 1 else None
+    try:  # the pool takes the jobs in the order given: largest first
+        results = (f.result() for f in as_completed([pool.submit(run_job, j) for j in jobs])) \
+            if pool else map(run_job, jobs)
         for job, arrays in tqdm(results, total=len(jobs), desc="train", leave=False,
                                 disable=not progress or not jobs, mininterval=1.0):
             parts[job.family.name][job.part] = arrays
@@ -122,12 +127,13 @@ def trained_families(families, train_cfg, device, cache_dir, progress=True, log=
                 log(f"{family.name}: {len(family.instances)} models (trained in "
                     f"{time.perf_counter() - started:.0f} s since training began"
                     f"{f', {workers} workers' if pool else ''})")
-        if pool:
-            pool.close()
-            pool.join()
+    except BrokenProcessPool:
+        raise BuildError(f"grid families {', '.join(parts)}", "a training worker process died "
+                         "(killed for lack of memory?)", "free memory, or train fewer or smaller "
+                         "grid points at once") from None
     finally:
-        if pool:  # an error or an interrupt: stop the other units at once
-            pool.terminate()
+        if pool:
+            stop(pool)
     return {name: out[name] for name in families}
 
 
@@ -178,8 +184,26 @@ def unit_jobs(family, train_cfg, device):
             for k, u in enumerate(train.units(family, B))]
 
 
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def stop(pool):
+    """End the pool's workers now, whatever they are doing (done, an error or an interrupt)."""
+    processes = list((pool._processes or {}).values())  # shutdown() forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        p.join(timeout=10)
+
+
 def worker_init():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the build's own process handles Ctrl-C
+    try:  # Linux: a worker ends with the build even if the build is killed outright
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
 
 
 def run_job(job):

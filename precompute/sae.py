@@ -126,9 +126,9 @@ def train(sweep, toy, cfg, device="cpu"):
             f = sae.codes(h)[0]
             err = h - torch.baddbmm(sae.b_d, sae.W_d, f)
             spread = (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))
-            fvu[idx] = (err.pow(2).sum((1, 2)) / spread).cpu()
-            l0[idx] = (f > 0).float().sum(1).mean(1).cpu()
-            dead[idx] = ((f > 0).sum(2) == 0).float().sum(1).cpu()
+            fvu[idx.cpu()] = (err.pow(2).sum((1, 2)) / spread).cpu()
+            l0[idx.cpu()] = (f > 0).float().sum(1).mean(1).cpu()
+            dead[idx.cpu()] = ((f > 0).sum(2) == 0).float().sum(1).cpu()
             W_d[idx] = 0.0
             W_d[idx, :, :d] = sae.W_d
     W_true = W_true.cpu().numpy()

@@ -1,10 +1,11 @@
-"""Train every instance of one family as a single batched model.
+"""Train a family's instances in units (units()), each a single batched model.
 
-Instances are seed-major (config.py), so the inputs come as one uniform draw per seed, of shape
-(seeds, 1, n, batch), broadcast over that seed's grid points. Each instance still sees exactly the
-paper's input distribution and a fresh batch every step; grid points of one seed share their
-random numbers (common random numbers), which makes sweeps smooth and costs one draw per seed
-instead of one per instance. Seeds differ in both their initialisation and their data.
+Instances are seed-major (config.py), so the inputs come as one uniform draw per seed of a unit,
+of shape (seeds, 1, n, batch), broadcast over that seed's grid points (every unit that holds some
+of a seed's grid points draws the same numbers from the seed's own generator). Each instance
+still sees exactly the paper's input distribution and a fresh batch every step; grid points of
+one seed share their random numbers (common random numbers), which makes sweeps smooth and costs
+one draw per seed and unit instead of one per instance. Seeds differ in both their initialisation and their data.
 """
 import hashlib
 import math
@@ -81,15 +82,12 @@ class Batch:
         self.relu = family.activation == "relu"
         self.hidden_relu = family.hidden_activation == "relu"
 
-    def inputs(self, r, gen, out):
-        """A fresh batch x (instances, n_max, batch) from one uniform draw r, shared by every
-        instance (evaluation: r (1, 1, n_max, batch))."""
-        if self.family.input_law != "independent":
-            sets = SetDraws(self.family, r.shape[0], out.shape[-1], self.device)
-            sets.draw([gen])
-            return sets.inputs(slice(None), self.inv_p, out.view(*self.shape, *out.shape[1:]))
-        r.uniform_(generator=gen)
-        return toy_model.sample_inputs(r, self.inv_p, out.view(*self.shape, *out.shape[1:]))
+    def set_inputs(self, gen, out):
+        """A fresh batch x (instances, n_max, batch) of a correlated or anticorrelated law from
+        one draw shared by every instance (the evaluation's)."""
+        sets = SetDraws(self.family, 1, out.shape[-1], self.device)
+        sets.draw([gen])
+        return sets.inputs(slice(None), self.inv_p, out.view(*self.shape, *out.shape[1:]))
 
     def init_weights(self):
         """Xavier-normal W (as the paper), zero bias; padding columns stay exactly zero. Every
@@ -172,7 +170,8 @@ CHUNK_BYTES = 4 << 20
 
 
 class Trainer:
-    """One family's training state; step() draws a fresh batch and takes one AdamW step."""
+    """One unit's training state (the whole family by default); step() draws a fresh batch and
+    takes one AdamW step."""
 
     def __init__(self, family, cfg, device="cpu", skip_zero_columns=None, unit=None):
         self.batch = Batch(family, device, unit)
@@ -365,7 +364,7 @@ def train_unit(family, cfg, unit, device="cpu", progress=True):
 
 
 # arrays shared by all instances rather than one row per instance
-SHARED = ("curve_steps", "snap_steps", "eval_samples")
+SHARED = ("curve_steps", "snap_steps")
 
 
 def merge(parts):

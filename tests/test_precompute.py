@@ -139,7 +139,7 @@ def test_set_input_laws_match_the_paper(law, path):
     feature, picked uniformly. So per feature P(active) is 1 - S, or (1 - S) / k; within a set,
     correlated features are active together exactly when one is, anticorrelated ones never are;
     features of different sets are independent. Checked on both draws: the trainer's
-    (train.Trainer.step) and the evaluation's (Batch.inputs)."""
+    (train.Trainer.step) and the evaluation's (Batch.set_inputs)."""
     k, n, B, dens = 3, 9, 200_000, [0.6, 0.2]
     spec = {"n": n, "m": 2, "seeds": 2, "density": dens, "input_law": law, "set_size": k}
     fam = config._family("laws", spec, lambda msg, fix, *a: pytest.fail(msg))
@@ -150,7 +150,7 @@ def test_set_input_laws_match_the_paper(law, path):
         sets.draw(train.Batch(fam, "cpu").data_generators())
         sets.inputs(slice(None), train.Batch(fam, "cpu").inv_p, x.view(fam.seeds, -1, n, B))
     else:
-        train.Batch(fam, "cpu").inputs(torch.empty(1, 1, n, B), gen, x)
+        train.Batch(fam, "cpu").set_inputs(gen, x)
     for inst, xi in zip(fam.instances, x):
         p = 1 - inst.sparsity
         on = (xi != 0).double()
@@ -326,6 +326,37 @@ def test_units_and_workers_do_not_change_a_model(grid, tmp_path, monkeypatch):
                                    workers=1)[fam.name]
     assert set(pooled.arrays) == set(here.arrays)
     assert all(np.array_equal(pooled.arrays[k], here.arrays[k]) for k in here.arrays)
+    # A unit trains and is evaluated on one thread whatever the process was set to: the bytes do
+    # not depend on the machine's core count.
+    job, before = models.unit_jobs(fam, cfg, "cpu")[0], torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        many = models.run_job(job)[1]
+        torch.set_num_threads(1)
+        one = models.run_job(job)[1]
+    finally:
+        torch.set_num_threads(before)
+    assert all(np.array_equal(many[k], one[k]) for k in one)
+
+
+def test_shared_evaluation_draws_are_each_instances_own():
+    """metrics.evaluate draws one x per group of instances with the same density and feature
+    count and shares it; each instance evaluated alone (its own draw from the same stream) gets
+    the same loss and correlations to float rounding. Padded n and several densities, so that a
+    wrong grouping would score an instance on another's inputs."""
+    fam = config._family("share", {"n": [3, 5], "m": 2, "sparsity": [0.0, 0.7, 0.97],
+                                   "seeds": 2, "importance_decay": 0.8, "activation": "relu"},
+                         lambda msg, fix, *a: pytest.fail(msg))
+    gen = torch.Generator().manual_seed(3)
+    W = torch.randn(len(fam.instances), 2, 5, generator=gen) * 0.7
+    W *= torch.tensor([[i.n > j for j in range(5)] for i in fam.instances]).unsqueeze(1)
+    b = torch.randn(len(fam.instances), 5, generator=gen) * 0.2
+    loss, corr = metrics.evaluate(fam, W.numpy(), b.numpy(), 8192)
+    for k in range(len(fam.instances)):
+        s, p = divmod(k, fam.per_seed)
+        alone = train.Unit(range(s, s + 1), range(p, p + 1))
+        l1, c1 = metrics.evaluate(fam, W[k:k + 1].numpy(), b[k:k + 1].numpy(), 8192, unit=alone)
+        assert np.allclose(l1, loss[k], rtol=1e-5) and np.allclose(c1, corr[k], atol=1e-5), k
 
 
 def test_snapshots_are_the_training_trajectory(grid, tmp_path):
@@ -353,10 +384,17 @@ def test_snapshots_are_the_training_trajectory(grid, tmp_path):
     assert not again.from_cache and "wrong shape for 'snap_W'" in logged[0]
 
 
-def test_divergence_names_family_and_grid_point(grid):
-    fam = family("boom", 4, 2, [0.5], 1)
+def test_divergence_names_family_and_grid_point(grid, tmp_path, monkeypatch):
+    """In this process, and from a worker of the build's pool (the error crosses the process
+    boundary whole), the one-line error names the family and the grid point."""
+    fam = family("boom", 4, 2, [0.5, 0.9], 2)
+    cfg = replace(grid.train, steps=200, learning_rate=1e30)
     with pytest.raises(BuildError, match=r"grid family 'boom'.*diverged.*seed=0 n=4 sparsity=0.5"):
-        train_family(fam, replace(grid.train, steps=200, learning_rate=1e30), progress=False)
+        train_family(fam, cfg, progress=False)
+    monkeypatch.setattr(train, "UNIT_ENTRIES", 1)  # four units; whichever fails first is named
+    with pytest.raises(BuildError, match=r"grid family 'boom'.*diverged.*seed=[01] n=4 sparsity"):
+        models.trained_families({"boom": fam}, cfg, "cpu", tmp_path, progress=False, workers=2)
+    assert not list(tmp_path.glob("boom-*"))
 
 
 # --- the paper's results -----------------------------------------------------------------------
