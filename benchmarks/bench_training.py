@@ -97,6 +97,11 @@ def main():
                                     progress=False, workers=args.workers)
         print(f"cold cache, {full} steps, with evaluation: {time.perf_counter() - t:.0f} s")
         return
+    # The reference and Trainer are the toy model's; abs_model families have their own trainer.
+    other = [n for n in names if grid.families[n].model != "toy"]
+    names = [n for n in names if n not in other]
+    if other:
+        print(f"not timed against the reference (not the toy model): {', '.join(other)}")
     if args.skip:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds "
               f"of {args.steps} steps, each path")
