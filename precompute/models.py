@@ -127,6 +127,8 @@ def trained_families(families, train_cfg, device, cache_dir, progress=True, log=
                 log(f"{family.name}: {len(family.instances)} models (trained in "
                     f"{time.perf_counter() - started:.0f} s since training began"
                     f"{f', {workers} workers' if pool else ''})")
+        if pool:
+            pool.shutdown()  # every unit is in: the workers exit on their own, cleanly
     except BrokenProcessPool:
         raise BuildError(f"grid families {', '.join(parts)}", "a training worker process died "
                          "(killed for lack of memory?)", "free memory, or train fewer or smaller "
@@ -189,7 +191,8 @@ def cores():
 
 
 def stop(pool):
-    """End the pool's workers now, whatever they are doing (done, an error or an interrupt)."""
+    """End the pool's workers now, whatever they are doing (an error or an interrupt; after a
+    clean shutdown there are none left)."""
     processes = list((pool._processes or {}).values())  # shutdown() forgets them
     pool.shutdown(wait=False, cancel_futures=True)
     for p in processes:
