@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from precompute.metrics import Correlation
-from precompute.train import Batch, check_finite, family_seed
+from precompute.train import Batch, SortedDraws, check_finite, family_seed
 
 EVAL_CHUNK = 4096
 # feature_errors below BOTH_SIGNS: |x_i| computed; below ONE_SIGN: one sign of x_i only
@@ -89,12 +89,17 @@ def train_family(family, cfg, device="cpu", progress=True):
     coef = 2.0 * batch.importance / (cfg.batch_size * batch.n.view(-1, 1, 1))
     gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
     r = torch.empty(family.seeds, 1, family.n_max, cfg.batch_size, device=device)
+    step_compiled = compiled(batch, params, coef, r) if r.is_cpu else None
     curve, curve_steps = [], []
     for step in tqdm(range(1, cfg.steps + 1), desc=f"train {family.name}", disable=not progress,
                      mininterval=1.0, leave=False):
         log = step % cfg.log_every == 0 or step == cfg.steps
-        x = inputs(r.uniform_(generator=gen), batch.inv_p).flatten(0, 1)
-        per = loss_and_grad(*params, x, coef, *((batch.importance, batch.n) if log else ()))
+        r.uniform_(generator=gen)
+        if step_compiled:
+            per = step_compiled()
+        else:
+            x = inputs(r, batch.inv_p).flatten(0, 1)
+            per = loss_and_grad(*params, x, coef, *((batch.importance, batch.n) if log else ()))
         opt.step()
         if log:
             check_finite(family, per, step)
@@ -103,6 +108,24 @@ def train_family(family, cfg, device="cpu", progress=True):
     W1, W2, b = (p.cpu().numpy() for p in params)
     return {"W": W1, "W2": W2, "b": b.squeeze(2), "loss_curve": torch.stack(curve, 1).numpy(),
             "curve_steps": np.array(curve_steps)}
+
+
+def compiled(batch, params, coef, r):
+    """loss_and_grad as kernels.abs_loss_and_grad on the CPU, for the uniforms r drawn afresh
+    before each call: a function that writes the gradients and returns the loss (I,)."""
+    from precompute import kernels  # numba compiles on first use: only where it runs
+    I, n_max = len(batch.idx), batch.family.n_max
+    flat = lambda t: t.reshape(I, n_max).numpy()
+    draws = SortedDraws(batch, r.squeeze(1).numpy(), (0, n_max))
+    weights = (params[0].detach().numpy(), params[1].detach().numpy(), flat(params[2].detach()))
+    loss = np.empty(I, np.float32)
+    rest = (flat(batch.inv_p), flat(coef), flat(batch.importance), batch.n.numpy().astype(np.int64),
+            *(p.grad.numpy() for p in params[:2]), flat(params[2].grad), loss)
+
+    def step():
+        kernels.abs_loss_and_grad(*weights, *draws.sort(), *rest)
+        return torch.from_numpy(loss.copy())
+    return step
 
 
 def evaluate(family, arrays, samples, device="cpu"):

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -73,3 +74,17 @@ def save(path, key, arrays):
     except BaseException:  # an interrupt or a full disk leaves no temp file behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+def made(path, key, make, shapes=None, log=lambda msg: print(msg, file=sys.stderr)):
+    """The entry's arrays, or, where it cannot be used, make()'s, saved there: for products that
+    take seconds to compute and depend only on their key. A missing entry is normal; a bad one is
+    worth a line (log)."""
+    try:
+        return load(path, key, shapes)
+    except CacheMiss as miss:
+        if path.exists() or path.is_symlink():
+            log(str(miss))
+    arrays = make()
+    save(path, key, arrays)
+    return arrays

@@ -2,6 +2,7 @@
 weight tables (data/models/<family>.json: one record per model)."""
 import ctypes
 import hashlib
+import importlib.metadata
 import json
 import multiprocessing
 import os
@@ -23,7 +24,7 @@ from precompute.train import snapshot_steps
 # The code whose change must retrain: the model, the trainer, the grid expansion, the evaluation,
 # the jobs that run them (this module); the absolute-value model's own module only for its families.
 TRAINING_CODE = [Path(__file__).with_name(f) for f in
-                 ("config.py", "toy_model.py", "train.py", "metrics.py", "models.py")]
+                 ("config.py", "toy_model.py", "kernels.py", "train.py", "metrics.py", "models.py")]
 MODEL_CODE = {"toy": [], "absolute-value": [Path(abs_model.__file__)]}
 
 
@@ -37,7 +38,7 @@ def code_hash(model="toy"):
 def cache_key(family, train_cfg, device):
     blob = json.dumps({"family": family.name, "spec": family.spec, "train": asdict(train_cfg),
                        "code": code_hash(family.model), "device": device, "torch": torch.__version__,
-                       "numpy": np.__version__},
+                       "numpy": np.__version__, "numba": importlib.metadata.version("numba")},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

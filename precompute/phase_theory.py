@@ -163,13 +163,8 @@ def solve(family, cache_dir, log=lambda msg: print(msg, file=sys.stderr)):
         "p": all_p.tolist(), "r": all_r.tolist(), "torch": torch.__version__,
         "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}).encode()).hexdigest()
     path = Path(cache_dir) / f"theory-{family.name}-{key[:16]}.npz"
-    try:
-        w = cache.load(path, key, {"w": (len(all_p), 4)})["w"]
-    except cache.CacheMiss as miss:
-        if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
-            log(str(miss))
-        w = optimum(all_p, all_r)[1]
-        cache.save(path, key, {"w": w})
+    w = cache.made(path, key, lambda: {"w": optimum(all_p, all_r)[1]}, {"w": (len(all_p), 4)},
+                   log)["w"]
     labels = [classify(v[:2]) for v in w]
     fine = np.array(labels[len(p):]).reshape(P.shape)
     return Theory(labels[:len(p)], w[:len(p)], boundaries(fine_p, fine_r, fine))

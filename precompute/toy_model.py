@@ -63,19 +63,6 @@ class Workspace:
         self.h[:, m] = 1.0
         self.Wb, self.gWb = new(instances, n, m + 1), new(instances, m + 1, n)
 
-    def prefix(self, instances, columns):
-        """The same buffers viewed as a workspace for `columns` <= batch columns, each view
-        contiguous (for loss_and_grad_prefix); the row of ones is written again, since views of
-        other widths overlap it."""
-        view = lambda t, rows: t.view(-1)[:instances * rows * columns].view(instances, rows, columns)
-        ws = object.__new__(Workspace)
-        m = self.dh.shape[1]
-        ws.x, ws.z, ws.g = (view(t, t.shape[1]) for t in (self.x, self.z, self.g))
-        ws.h, ws.dh = view(self.h, m + 1), view(self.dh, m)
-        ws.h[:, m] = 1.0
-        ws.Wb, ws.gWb = self.Wb, self.gWb
-        return ws
-
 
 def hidden(W, x, hidden_relu=False):
     """The hidden activations h (I, m, B) for x (I, n, B), or for x (1, n, B) shared by all
@@ -124,9 +111,13 @@ def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None
         hn[:, :m].clamp_max_(0)
     Wb[:, :, :m], Wb[:, :, m:] = -W.transpose(1, 2), b
     torch.bmm(Wb, hn, out=z)  # W^T h + b
-    torch.add(z, xn, out=g)  # e where the ReLU is on
-    if relu:  # no gradient where the ReLU is off (x' = 0)
-        torch.ops.aten.threshold_backward.grad_input(g, z, 0.0, grad_input=g)
+    if g.is_cpu:  # the same two operations, compiled into one pass
+        from precompute import kernels  # numba: imported only where a step runs
+        kernels.output_error(z.numpy(), xn.numpy(), relu, g.numpy())
+    else:
+        torch.add(z, xn, out=g)  # e where the ReLU is on
+        if relu:  # no gradient where the ReLU is off (x' = 0)
+            torch.ops.aten.threshold_backward.grad_input(g, z, 0.0, grad_input=g)
     value = None
     if importance is not None:  # from z, not g, so that a NaN in W shows in the loss
         e = (z.clamp_min(0) if relu else z) + xn
@@ -139,21 +130,4 @@ def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None
     # dW = -(-h g^T coef) - (W coef) g xn^T
     torch.baddbmm(torch.mul(gWb[:, :m], c), ws.dh[:I], xn.transpose(1, 2), beta=-1, alpha=-1,
                   out=dW)
-    return value
-
-
-def loss_and_grad_prefix(W, b, xn, coef, ws, dW, db, batch, relu=True, importance=None, n=None,
-                         hidden_relu=False):
-    """loss_and_grad on a batch of `batch` columns of which only the first xn.shape[2] may be
-    non-zero (ws from Workspace.prefix). An all-zero column has h = 0 and z = b, so it adds
-    coef ReLU(b) to dL/db (coef b with a linear output), I ReLU(b)^2 / (B n) to the loss and
-    nothing to dL/dW: the other columns are added in closed form, the same sums in another order."""
-    kept = xn.shape[2]
-    value = loss_and_grad(W, b, xn, coef, ws, dW, db, relu, importance, n, hidden_relu)
-    zeros = batch - kept
-    if zeros:
-        out = b.clamp_min(0) if relu else b  # x' - x on an all-zero column
-        db.add_(coef * out, alpha=zeros)
-        if value is not None:
-            value = (value * kept + zeros * (importance * out * out).sum(dim=(1, 2)) / n) / batch
     return value

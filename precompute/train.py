@@ -140,9 +140,12 @@ class SetDraws:
 
     def __init__(self, family, lead, batch, device):
         self.k, sets = family.set_size, family.n_max // family.set_size
-        self.active = torch.empty(lead, 1, sets, batch, device=device)
-        self.pick = torch.empty_like(self.active) if family.input_law == "anticorrelated" else None
-        self.value = torch.empty(lead, 1, family.n_max, batch, device=device)
+        # one buffer (lead, 1, rows, batch) whose rows are the values, the activity uniforms and
+        # the picks: the layout kernels.toy_loss_and_grad reads
+        picks = sets if family.input_law == "anticorrelated" else 0
+        self.uniforms = torch.empty(lead, 1, family.n_max + sets + picks, batch, device=device)
+        self.value, self.active, self.pick = self.uniforms.split([family.n_max, sets, picks], 2)
+        self.pick = self.pick if picks else None
 
     def draw(self, gens):
         """Each seed's uniforms from its own generator (one per leading row)."""
@@ -169,11 +172,16 @@ class SetDraws:
 CHUNK_BYTES = 4 << 20
 
 
+# Models of at most this many weights (m x n_max) take the compiled step (kernels.py) on the CPU; above
+# it torch's batched products win (measured: n = 100, m = 10 ran 1.6x slower compiled).
+FUSED_MAX = 250
+
+
 class Trainer:
     """One unit's training state (the whole family by default); step() draws a fresh batch and
-    takes one AdamW step."""
+    takes one AdamW step. fused picks the compiled step (default: small models on the CPU)."""
 
-    def __init__(self, family, cfg, device="cpu", skip_zero_columns=None, unit=None):
+    def __init__(self, family, cfg, device="cpu", unit=None, fused=None):
         self.batch = Batch(family, device, unit)
         seeds, per_seed = self.batch.shape
         self.W, self.b = self.batch.init_weights()
@@ -186,35 +194,33 @@ class Trainer:
         self.r = torch.empty(seeds, family.n_max, cfg.batch_size, device=device)
         self.sets = None if family.input_law == "independent" else \
             SetDraws(family, seeds, cfg.batch_size, device)
+        self.fused = (torch.device(device).type == "cpu" and family.m * family.n_max <= FUSED_MAX
+                      if fused is None else fused)
+        if self.fused:
+            self.kernel = KernelArgs(self)
+            return
         per_chunk = CHUNK_BYTES // (4 * family.n_max * cfg.batch_size)
         self.chunks = chunks(seeds, per_seed, per_chunk)
         size = max(sl.stop - sl.start for _, sl in self.chunks)
-        self.plan, work = density_chunks(self.batch, self.coef, cfg.batch_size)
-        # the skipping path knows only the independent law's all-zero columns
-        self.skip = self.sets is None and (work <= SKIP_BELOW if skip_zero_columns is None
-                                           else skip_zero_columns)
-        if self.skip:
-            self.order = torch.cat([c.idx for c in self.plan])
-            size = max(size, *(len(c.idx) for c in self.plan))
-            self.r_sorted = torch.empty_like(self.r)
-            self.dW, self.db = torch.empty_like(self.W), torch.empty_like(self.b)
         self.ws = toy_model.Workspace(size, family.m, family.n_max, cfg.batch_size, device)
 
     def step(self, want_loss=False):
         """One training step on every instance; returns the per-instance loss if want_loss."""
-        if self.skip:
-            return self.step_skipping(want_loss)
         if self.sets is None:
             self.batch.draw(self.r, self.gens)
         else:
             self.sets.draw(self.gens)
+        if self.fused:
+            loss = self.kernel.loss_and_grad()
+            self.opt.step()
+            return torch.from_numpy(loss.copy()) if want_loss else None
         bt, inv_p, losses = self.batch, self.batch.inv_p, []
         for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
             k = sl.stop - sl.start
             x = self.ws.x[:k].view(seeds.stop - seeds.start, -1, *self.ws.x.shape[1:])
             chunk_inv_p = inv_p.flatten(0, 1)[sl].view_as(x[..., :1])
-            xn = toy_model.sample_negated_inputs(self.r[seeds].unsqueeze(1), chunk_inv_p, x) \
-                if self.sets is None else self.sets.inputs(seeds, chunk_inv_p, x).neg_()
+            xn = negated_inputs(self.r[seeds], chunk_inv_p, x) if self.sets is None else \
+                self.sets.inputs(seeds, chunk_inv_p, x).neg_()
             scored = (bt.importance[sl], bt.n[sl]) if want_loss else (None, None)
             losses.append(toy_model.loss_and_grad(
                 self.W[sl], self.b[sl], xn.flatten(0, 1), self.coef[sl], self.ws, self.W.grad[sl],
@@ -222,103 +228,65 @@ class Trainer:
         self.opt.step()
         return torch.cat(losses) if want_loss else None
 
-    def step_skipping(self, want_loss=False):
-        """step() without the batch columns that are all zero for an instance: the same draw,
-        its columns sorted per seed by min_i r_i (a permutation of the batch changes no mean over
-        it), so that an instance of density p needs only the prefix of columns with
-        min_i r_i / p < 1; loss_and_grad_prefix adds the rest in closed form."""
-        bt, B, losses = self.batch, self.r.shape[2], []
-        bt.draw(self.r, self.gens)
-        key = self.r.amin(1)
-        if key.is_cpu:  # numpy's sort of (seeds x batch) keys was 5x faster than torch's here
-            perm = torch.from_numpy(np.argsort(key.numpy(), axis=1))
+
+def negated_inputs(r, inv_p, out):
+    """-x (s, P, n, B) for the batched-product step from each seed's uniforms r (s, n, B) and
+    1/p (s, P, n, 1): toy_model.sample_negated_inputs, in one compiled pass on the CPU."""
+    if not out.is_cpu:
+        return toy_model.sample_negated_inputs(r.unsqueeze(1), inv_p, out)
+    from precompute import kernels  # numba: imported only where a step runs
+    kernels.negated_inputs(r.numpy(), inv_p[..., 0].numpy(), out.numpy())
+    return out
+
+
+class SortedDraws:
+    """Each seed's uniforms draws (seeds, rows, B, numpy), their columns sorted on the rows that
+    decide activity (activity: a range of rows) by kernels.sort_columns, for the compiled steps:
+    src, kept, and each instance's seed_of and level_of (its density's index in levels)."""
+
+    def __init__(self, batch, draws, activity):
+        from precompute import kernels  # numba compiles on first use: only where it runs
+        self.sort_columns, self.draws, self.activity = kernels.sort_columns, draws, activity
+        seeds, per_seed = batch.shape
+        inv_p = batch.inv_p.flatten(0, 1)[:, 0, 0].numpy()
+        self.levels, level_of = np.unique(inv_p, return_inverse=True)
+        self.level_of = level_of.astype(np.int64)
+        self.seed_of = np.arange(seeds * per_seed, dtype=np.int64) // per_seed
+        self.src = np.empty_like(draws)
+        self.kept = np.empty((seeds, len(self.levels)), np.int64)
+
+    def sort(self):
+        self.sort_columns(self.draws, *self.activity, self.levels, self.src, self.kept)
+        return self.src, self.kept, self.seed_of, self.level_of
+
+
+class KernelArgs:
+    """A trainer's tensors as the numpy arrays kernels.toy_loss_and_grad reads and writes (views
+    of the same memory, so that the optimiser's in-place updates show through)."""
+
+    def __init__(self, trainer):
+        from precompute import kernels
+        self.kernel, bt, sets = kernels.toy_loss_and_grad, trainer.batch, trainer.sets
+        I, n_max = len(bt.idx), bt.family.n_max
+        flat = lambda t: t.reshape(I, n_max).numpy()
+        # each seed's uniforms (seeds, rows, B) and the rows among them that decide activity
+        if sets is None:
+            self.draws = SortedDraws(bt, trainer.r.numpy(), (0, n_max))
         else:
-            perm = key.argsort(1)
-        key = key.gather(1, perm)
-        torch.gather(self.r, 2, perm.unsqueeze(1).expand_as(self.r), out=self.r_sorted)
-        for c in self.plan:
-            # x = r / p is zero where r / p >= 1 (threshold_ below): the same float products
-            kept = max(1, int((key[c.seeds] * c.inv_p_min < 1).sum(1).max()))
-            I = len(c.idx)
-            ws = self.ws.prefix(I, kept)
-            x = ws.x.view(c.inv_p.shape[0], c.inv_p.shape[1], -1, kept)
-            xn = toy_model.sample_negated_inputs(self.r_sorted[c.seeds, :, :kept].unsqueeze(1),
-                                                 c.inv_p, x)
-            dW, db = self.dW[:I], self.db[:I]
-            scored = (c.importance, c.n) if want_loss else (None, None)
-            losses.append(toy_model.loss_and_grad_prefix(
-                self.W.index_select(0, c.idx), self.b.index_select(0, c.idx), xn.flatten(0, 1),
-                c.coef, ws, dW, db, B, bt.relu, *scored, hidden_relu=bt.hidden_relu))
-            self.W.grad.index_copy_(0, c.idx, dW)
-            self.b.grad.index_copy_(0, c.idx, db)
-        self.opt.step()
-        if not want_loss:
-            return None
-        return torch.empty_like(self.order, dtype=self.W.dtype).index_copy_(
-            0, self.order, torch.cat(losses))
+            self.draws = SortedDraws(bt, sets.uniforms.squeeze(1).numpy(),
+                                     (n_max, n_max + n_max // sets.k))
+        law = {"independent": kernels.INDEPENDENT, "correlated": kernels.CORRELATED,
+               "anticorrelated": kernels.ANTICORRELATED}[bt.family.input_law]
+        self.loss = np.empty(I, np.float32)
+        self.weights = (trainer.W.detach().numpy(), flat(trainer.b.detach()))
+        self.rest = (flat(bt.inv_p), flat(trainer.coef), flat(bt.importance),
+                     bt.n.numpy().astype(np.int64), bt.relu, bt.hidden_relu, law,
+                     bt.family.set_size, trainer.W.grad.numpy(), flat(trainer.b.grad), self.loss)
 
-
-# step_skipping is used where its chunks' expected work (entries and fixed costs, below) is at most
-# this share of the dense step's: measured with benchmarks/bench_training.py --skip, it paid on
-# phase (0.41 of the work: 1.4-1.7x per step) and packing2d (0.71: 1.1x), not on privileged (0.76:
-# 0.94-1.05x), where the per-instance matrix products, whose fixed costs do not shrink with the
-# columns, are most of the step.
-SKIP_BELOW = 0.73
-# A chunk's fixed cost (a dozen operator calls) in (instance x feature x column) entries' worth of
-# work, for grouping densities into chunks.
-CHUNK_OVERHEAD = 50_000
-
-
-@dataclass
-class DensityChunk:
-    seeds: slice  # the seeds whose draws it reads
-    idx: torch.Tensor  # its instances, seed-major: seeds x positions within a seed
-    inv_p_min: float  # 1/p of its densest feature
-    inv_p: torch.Tensor  # (seeds, positions, n_max, 1)
-    coef: torch.Tensor
-    importance: torch.Tensor
-    n: torch.Tensor
-
-
-def density_chunks(batch, coef, columns):
-    """Chunks of instances with similar densities, across seeds, for step_skipping: positions
-    within a seed (the same grid point for every seed) sorted densest first, cut where the
-    expected work of the widest member plus a chunk's fixed cost is least, then split by seeds to
-    about CHUNK_BYTES. Returns the chunks and their expected work as a share of the dense step's."""
-    seeds, per_seed, n_max = batch.inv_p.shape[:3]
-    inv_p = batch.inv_p[0, :, :, 0].amin(1).cpu().numpy()  # the densest feature of each position
-    order = np.argsort(inv_p, kind="stable")
-    groups = [order[inv_p[order] == v] for v in np.unique(inv_p)]  # one per density, densest first
-    # expected columns with any of n_max features active (padding counts: conservative)
-    width = [columns * (1 - (1 - 1 / inv_p[g[0]]) ** n_max) for g in groups]
-
-    def cost(a, b):  # groups a..b-1 as one chunk (split by seeds if large)
-        entries = seeds * sum(len(g) for g in groups[a:b]) * n_max * width[a]
-        return entries + CHUNK_OVERHEAD * max(1, math.ceil(4 * entries / CHUNK_BYTES))
-    best, cut = [0.0], [0]
-    for b in range(1, len(groups) + 1):
-        a = min(range(b), key=lambda a: best[a] + cost(a, b))
-        best.append(best[a] + cost(a, b))
-        cut.append(a)
-    dense = seeds * per_seed * n_max * columns
-    work = best[-1] / (dense + CHUNK_OVERHEAD * max(1, math.ceil(4 * dense / CHUNK_BYTES)))
-    spans, b = [], len(groups)
-    while b:
-        spans.append((cut[b], b))
-        b = cut[b]
-    out = []
-    for a, b in reversed(spans):
-        pos = torch.as_tensor(np.sort(np.concatenate(groups[a:b])), device=batch.inv_p.device)
-        bytes_per_seed = 4 * len(pos) * n_max * width[a]
-        step = max(1, int(CHUNK_BYTES // bytes_per_seed))
-        for s in range(0, seeds, step):
-            sl = slice(s, min(s + step, seeds))
-            idx = (torch.arange(sl.start, sl.stop, device=pos.device).view(-1, 1) * per_seed
-                   + pos).flatten()
-            out.append(DensityChunk(sl, idx, float(inv_p[groups[a][0]]),
-                                    batch.inv_p[sl][:, pos], coef[idx], batch.importance[idx],
-                                    batch.n[idx]))
-    return out, work
+    def loss_and_grad(self):
+        """Writes the trainer's W.grad and b.grad for its fresh draw; returns the loss (I,)."""
+        self.kernel(*self.weights, *self.draws.sort(), *self.rest)
+        return self.loss
 
 
 def chunks(seeds, per_seed, size):

@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import statistics
-import sys
 
 from pathlib import Path
 
@@ -95,15 +94,10 @@ def static_images(fig_id, spec, sha, cache_dir):
     key = hashlib.sha256(json.dumps({"spec": sha, "vl_convert": vl_convert.__version__,
                                      "png_scale": 2}).encode()).hexdigest()
     path = Path(cache_dir) / f"static-{fig_id}-{key[:16]}.npz"
-    try:
-        arrays = cache.load(path, key)
-        return str(arrays["svg"]), arrays["png"].tobytes()
-    except cache.CacheMiss as miss:
-        if path.exists() or path.is_symlink():  # a missing entry is normal; a bad one is worth a line
-            print(miss, file=sys.stderr)
-    svg, png = vl_convert.vegalite_to_svg(spec), vl_convert.vegalite_to_png(spec, scale=2)
-    cache.save(path, key, {"svg": np.array(svg), "png": np.frombuffer(png, np.uint8)})
-    return svg, png
+    arrays = cache.made(path, key, lambda: {
+        "svg": np.array(vl_convert.vegalite_to_svg(spec)),
+        "png": np.frombuffer(vl_convert.vegalite_to_png(spec, scale=2), np.uint8)})
+    return str(arrays["svg"]), arrays["png"].tobytes()
 
 
 def export(fig, number, out_dir, meta, build, cache_dir):

@@ -233,16 +233,18 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu):
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
 
 
-@pytest.mark.parametrize("chunk", ["two instances", "whole seeds", "skipping zero columns"])
-def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, chunk):
-    """The trainer (hand-written gradient, chunks, fused AdamW) against autograd on the same
-    inputs with the unfused AdamW: after 1000 steps, loss to 1e-5 relative and W, b to 1e-5."""
+@pytest.mark.parametrize("path", ["two instances", "whole seeds", "compiled"])
+def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, path):
+    """The trainer (hand-written gradient in chunks of batched products, or the compiled step;
+    fused AdamW) against autograd on the same inputs with the unfused AdamW: after 1000 steps,
+    loss to 1e-5 relative and W, b to 1e-5."""
     fam = family("match", 20, 5, [0.0, 0.9, 0.99], 2, decay=0.7)
     cfg = replace(grid.train, steps=1000)
-    if chunk == "two instances":
+    if path == "two instances":
         monkeypatch.setattr(train, "CHUNK_BYTES", 2 * 20 * cfg.batch_size * 4)
-    fast = train.Trainer(fam, cfg, skip_zero_columns=chunk == "skipping zero columns")
-    assert len(fast.chunks) == (4 if chunk == "two instances" else 1)
+    fast = train.Trainer(fam, cfg, fused=path == "compiled")
+    if not fast.fused:
+        assert len(fast.chunks) == (4 if path == "two instances" else 1)
     batch = train.Batch(fam, "cpu")
     W, b = (t.requires_grad_() for t in batch.init_weights())
     opt = torch.optim.AdamW([W, b], lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
@@ -263,37 +265,36 @@ def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, chunk):
     assert torch.allclose(fast.b, b, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("n, m, activation, hidden", [
-    (2, 1, "relu", "linear"),  # the phase diagram's model
-    (10, 5, "relu", "relu"),  # the privileged basis
-    (20, 5, "linear", "linear"),  # the linear model
-    ([2, 5, 7], 2, "relu", "linear"),  # padded feature counts, as packing2d
+@pytest.mark.parametrize("n, m, activation, hidden, law", [
+    (2, 1, "relu", "linear", None),  # the phase diagram's model
+    (10, 5, "relu", "relu", None),  # the privileged basis
+    (20, 5, "linear", "linear", None),  # the linear model
+    ([2, 5, 7], 2, "relu", "linear", None),  # padded feature counts, as packing2d
+    ([4, 6], 2, "relu", "linear", ("correlated", 2)),  # padded correlated pairs
+    (6, 2, "relu", "linear", ("anticorrelated", 2)),
+    (20, 10, "relu", "linear", ("correlated", 10)),  # local orthogonal bases
 ])
-@pytest.mark.parametrize("overhead", [0, train.CHUNK_OVERHEAD])  # many density chunks, or few
-def test_skipping_zero_columns_is_the_dense_step(grid, monkeypatch, n, m, activation, hidden,
-                                                 overhead):
-    """step_skipping against the dense step on the same draw and weights (bias partly positive,
-    so that all-zero columns carry loss and gradient): loss and gradients to 1e-6 relative."""
+def test_compiled_step_is_the_bmm_step(grid, n, m, activation, hidden, law):
+    """kernels's compiled step against the batched-product step on the same draw and weights
+    (bias partly positive, so that the all-zero columns it leaves out carry loss and gradient):
+    loss and gradients to 2e-6 relative, and the sparsest instances skip most columns."""
     spec = {"n": n, "m": m, "sparsity": [0.0, 0.5, 0.9, 0.99], "seeds": 3,
             "importance_decay": 0.8, "activation": activation, "hidden_activation": hidden}
-    fam = config._family("skip", spec, lambda msg, fix, *a: pytest.fail(msg))
-    monkeypatch.setattr(train, "CHUNK_OVERHEAD", overhead)
-    widths, prefix = [], toy_model.loss_and_grad_prefix
-    monkeypatch.setattr(toy_model, "loss_and_grad_prefix",
-                        lambda W, b, xn, *a, **k: widths.append(xn.shape[2]) or prefix(W, b, xn, *a, **k))
-    dense = train.Trainer(fam, grid.train, skip_zero_columns=False)
-    skip = train.Trainer(fam, grid.train, skip_zero_columns=True)
+    if law:
+        spec.update(input_law=law[0], set_size=law[1])
+    fam = config._family("fused", spec, lambda msg, fix, *a: pytest.fail(msg))
+    bmm = train.Trainer(fam, grid.train, fused=False)
+    fused = train.Trainer(fam, grid.train, fused=True)
     gen = torch.Generator().manual_seed(1)
-    W = torch.randn(dense.W.shape, generator=gen) * (dense.W != 0)  # padding stays zero
-    b = torch.randn(dense.b.shape, generator=gen) * 0.3
-    for trainer in (dense, skip):
+    W = torch.randn(bmm.W.shape, generator=gen) * (bmm.W != 0)  # padding stays zero
+    b = torch.randn(bmm.b.shape, generator=gen) * 0.3
+    for trainer in (bmm, fused):
         trainer.W.data.copy_(W)
         trainer.b.data.copy_(b)
-    close = lambda a, e: float((a - e).abs().max()) <= 1e-6 * float(e.abs().max())
-    assert close(skip.step(want_loss=True), dense.step(want_loss=True))
-    assert close(skip.W.grad, dense.W.grad) and close(skip.b.grad, dense.b.grad)
-    if overhead == 0:  # one chunk per density: the sparsest skips most columns
-        assert len(widths) == 4 and min(widths) < grid.train.batch_size / 4
+    close = lambda a, e: float((a - e).abs().max()) <= 2e-6 * float(e.abs().max())
+    assert close(fused.step(want_loss=True), bmm.step(want_loss=True))
+    assert close(fused.W.grad, bmm.W.grad) and close(fused.b.grad, bmm.b.grad)
+    assert fused.kernel.draws.kept.min() < grid.train.batch_size / 4  # at S = 0.99
 
 
 def test_training_is_deterministic(grid):
@@ -307,18 +308,19 @@ def test_units_and_workers_do_not_change_a_model(grid, tmp_path, monkeypatch):
     """Training is cut into units (train.units) that a pool of worker processes trains. A family
     trained by two workers is, byte for byte, the family trained in this process; a model trained
     in a unit of its own (apart from its seed's other grid points and from the other seeds) is the
-    model trained with its whole family, to float rounding, on both the dense and the skipping step."""
+    model trained with its whole family, to float rounding, on both the batched-product and the
+    compiled step."""
     fam = family("units", 8, 3, [0.0, 0.7, 0.99], 3)
     cfg = replace(grid.train, steps=200, eval_samples=8192)
-    for skip in (False, True):
-        monkeypatch.setattr(train, "SKIP_BELOW", 1.0 if skip else 0.0)
+    for fused in (False, True):
+        monkeypatch.setattr(train, "FUSED_MAX", 10**9 if fused else 0)
         whole = train.train_family(fam, cfg, progress=False)
         monkeypatch.setattr(train, "UNIT_ENTRIES", 1)  # one grid point of one seed per unit
         assert len(train.units(fam, cfg.batch_size)) == 9
         split = train.train_family(fam, cfg, progress=False)
         monkeypatch.undo()
         for k in ("W", "b", "loss_curve"):
-            assert np.allclose(split[k], whole[k], rtol=1e-5, atol=1e-6), (skip, k)
+            assert np.allclose(split[k], whole[k], rtol=1e-5, atol=1e-6), (fused, k)
     monkeypatch.setattr(train, "UNIT_ENTRIES", 1)  # the units are cut here, in the parent
     pooled = models.trained_families({fam.name: fam}, cfg, "cpu", tmp_path / "a", progress=False,
                                      workers=2)[fam.name]
@@ -731,6 +733,37 @@ def test_abs_gradient_equals_autograd():
     value = abs_model.loss_and_grad(W1, W2, b, x, 2 * importance / (B * n), importance, n_feat)
     assert torch.allclose(value, abs_model.loss(W1, W2, b, x, importance, n_feat))
     assert all(torch.allclose(t.grad, a.grad) for t, a in zip((W1, W2, b), auto))
+
+
+def test_abs_compiled_step_is_the_bmm_step(grid):
+    """kernels.abs_loss_and_grad against abs_model.loss_and_grad on the same draw and weights,
+    padded feature counts and a partly positive bias (the all-zero columns it leaves out carry
+    loss and gradient): loss and gradients to 2e-6 relative, and the sparsest skip most columns."""
+    spec = {"model": "absolute-value", "n": [5, 12], "m": 4, "importance_decay": 0.8,
+            "density": [1.0, 0.1, 0.01], "seeds": 2}
+    fam = config._family("abs", spec, lambda msg, fix, *a: pytest.fail(msg))
+    batch = train.Batch(fam, "cpu")
+    gen = torch.Generator().manual_seed(1)
+    W1, W2, b = abs_model.init_weights(batch)
+    b.normal_(0.0, 0.3, generator=gen)
+    b *= W2[:, :, :1] != 0  # padding stays zero
+    r = torch.rand(fam.seeds, 1, fam.n_max, 1024, generator=gen)
+    coef = 2.0 * batch.importance / (1024 * batch.n.view(-1, 1, 1))
+    grads = []
+    for path in ("bmm", "compiled"):
+        params = [t.clone() for t in (W1, W2, b)]
+        for t in params:
+            t.grad = torch.zeros_like(t)
+        if path == "bmm":
+            x = abs_model.inputs(r, batch.inv_p).flatten(0, 1)
+            loss = abs_model.loss_and_grad(*params, x, coef, batch.importance, batch.n)
+        else:
+            loss = abs_model.compiled(batch, params, coef, r)()
+        grads.append((loss, *(t.grad for t in params)))
+    close = lambda a, e: float((a - e).abs().max()) <= 2e-6 * float(e.abs().max())
+    assert all(close(a, e) for a, e in zip(grads[1], grads[0]))
+    kept = train.SortedDraws(batch, r.squeeze(1).numpy(), (0, fam.n_max)).sort()[1]
+    assert kept.min() < 1024 / 4  # at density 0.01
 
 
 def test_feature_errors_tell_computed_from_not():
