@@ -60,13 +60,17 @@ def main(argv=None):
     # 2. Train every family of the grid (or take it from the cache).
     device = resolve_device(args.device)
     cache_dir = Path(args.cache)
+    saes = {}
+
+    def train_saes(name, toy):  # the sweeps on a family, as soon as it is ready
+        if name in grid.sae:
+            t = time.perf_counter()
+            saes[name] = sae.trained_saes(grid.sae[name], toy, grid.sae_train, device, cache_dir,
+                                          log=log)
+            log(f"sae.{name}: {len(saes[name])} sparse autoencoders ({how_made(saes[name], t)})")
     trained = models.trained_families(grid.families, grid.train, device, cache_dir,
-                                      progress=not args.quiet, log=log)
-    for name, sweep in grid.sae.items():
-        t = time.perf_counter()
-        saes = sae.trained_saes(sweep, trained[name], grid.sae_train, device, cache_dir, log=log)
-        trained[f"sae.{name}"] = saes
-        log(f"sae.{name}: {len(saes)} sparse autoencoders ({how_made(saes, t)})")
+                                      progress=not args.quiet, log=log, then=train_saes)
+    trained.update({f"sae.{name}": saes[name] for name in grid.sae})
 
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}

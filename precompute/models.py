@@ -91,12 +91,14 @@ def trained_family(family, train_cfg, device, cache_dir, progress=True, log=prin
 
 
 def trained_families(families, train_cfg, device, cache_dir, progress=True, log=print,
-                     workers=None):
+                     workers=None, then=lambda name, trained: None):
     """Every family (name -> Trained), from the cache where it can be, else trained. The units
     (train.units) of all families to train go to one pool of `workers` processes (default: one
     per core; none on a GPU), one thread each, the largest first, so that every core stays busy
     until the end; each family is checked and saved as soon as its last unit is in. A unit's
-    bytes are the same whichever process trains it."""
+    bytes are the same whichever process trains it. then(name, trained) runs in this process as
+    each family is ready (what depends on it, e.g. its sparse autoencoders), while the pool goes
+    on with the rest."""
     started, out, todo = time.perf_counter(), {}, {}
     for name, family in families.items():
         key = cache_key(family, train_cfg, device)
@@ -118,6 +120,8 @@ def trained_families(families, train_cfg, device, cache_dir, progress=True, log=
     try:  # the pool takes the jobs in the order given: largest first
         results = (f.result() for f in as_completed([pool.submit(run_job, j) for j in jobs])) \
             if pool else map(run_job, jobs)
+        for name in list(out):  # from the cache
+            then(name, out[name])
         for job, arrays in tqdm(results, total=len(jobs), desc="train", leave=False,
                                 disable=not progress or not jobs, mininterval=1.0):
             parts[job.family.name][job.part] = arrays
@@ -128,6 +132,7 @@ def trained_families(families, train_cfg, device, cache_dir, progress=True, log=
                 log(f"{family.name}: {len(family.instances)} models (trained in "
                     f"{time.perf_counter() - started:.0f} s since training began"
                     f"{f', {workers} workers' if pool else ''})")
+                then(family.name, out[family.name])
         if pool:
             pool.shutdown()  # every unit is in: the workers exit on their own, cleanly
     except BrokenProcessPool:

@@ -21,7 +21,7 @@ from errors import BuildError
 from precompute import cache, toy_model
 from precompute.metrics import REPRESENTED
 from precompute.models import lowest_loss
-from precompute.train import family_seed
+from precompute.train import family_seed, one_thread
 
 
 @dataclass
@@ -183,6 +183,7 @@ def trained_saes(sweep, toy, cfg, device, cache_dir, log=print):
     except cache.CacheMiss as miss:
         if path.exists():
             log(str(miss))
-    rows, arrays = train(sweep, toy, cfg, device)
+    with one_thread():  # its bytes must not depend on the machine's cores, as the models'
+        rows, arrays = train(sweep, toy, cfg, device)
     cache.save(path, key, {**arrays, "rows": np.array(json.dumps(rows))})
     return TrainedSAEs(sweep, rows, arrays, key, False)
