@@ -4,7 +4,7 @@
 other load on the machine hits both alike, and the whole grid against one-model-at-a-time training.
 
     python benchmarks/bench_training.py [--grid FILE] [--family NAME ...] [--steps 300]
-                                        [--rounds 3] [--cold [--workers K]] [--skip]
+                                        [--rounds 3] [--cold [--workers K]] [--paths]
 
 Prints, per family, the median over rounds of reference time / our time for the same steps
 (range in brackets), then the whole grid's training time at the grid's step count, batched and
@@ -13,8 +13,8 @@ as one reference model per grid point (timed on one model per feature count, sca
 of worker processes, evaluation included) and prints when each is done: the build's cold
 training time, e.g. of the paper-size sweep with
     --grid precompute/grid-paper.toml --family dimensionality --cold
---skip instead times our trainer's two paths against each other per family: every batch column
-(dense) against skipping the columns that are all zero (Trainer.step_skipping).
+--paths instead times our trainer's two steps against each other per family: the compiled step
+(precompute/kernels.py) against the batched-product one (toy_model.loss_and_grad).
 """
 import argparse
 import statistics
@@ -53,15 +53,16 @@ def compare(fam, cfg, steps, rounds):
     return min(t_ours), min(t_ref), [r / o for r, o in zip(t_ref, t_ours)]
 
 
-def compare_skip(fam, cfg, steps, rounds):
-    """(skipping s/step, dense s/step, ratios per round): our trainer's two paths, alternating."""
-    dense, skip = Trainer(fam, cfg, skip_zero_columns=False), Trainer(fam, cfg, skip_zero_columns=True)
-    seconds_per_step(dense.step, 20), seconds_per_step(skip.step, 20)  # warm up
-    t_dense, t_skip = [], []
+def compare_paths(fam, cfg, steps, rounds):
+    """(compiled s/step, batched-product s/step, ratios per round): our trainer's two steps,
+    alternating."""
+    bmm, fused = Trainer(fam, cfg, fused=False), Trainer(fam, cfg, fused=True)
+    seconds_per_step(bmm.step, 20), seconds_per_step(fused.step, 20)  # warm up (and compile)
+    t_bmm, t_fused = [], []
     for _ in range(rounds):
-        t_dense.append(seconds_per_step(dense.step, steps))
-        t_skip.append(seconds_per_step(skip.step, steps))
-    return min(t_skip), min(t_dense), [d / s for d, s in zip(t_dense, t_skip)]
+        t_bmm.append(seconds_per_step(bmm.step, steps))
+        t_fused.append(seconds_per_step(fused.step, steps))
+    return min(t_fused), min(t_bmm), [d / s for d, s in zip(t_bmm, t_fused)]
 
 
 def one_at_a_time(fam, cfg, steps):
@@ -84,8 +85,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cold", action="store_true", help="train the families cold, as the build")
     ap.add_argument("--workers", type=int, help="--cold's worker processes (default: one per core)")
-    ap.add_argument("--skip", action="store_true",
-                    help="time skipping all-zero batch columns against the dense step instead")
+    ap.add_argument("--paths", action="store_true",
+                    help="time the compiled step against the batched-product step instead")
     args = ap.parse_args()
     grid = config.load_grid(args.grid)
     names = args.family or list(grid.families)
@@ -102,14 +103,14 @@ def main():
     names = [n for n in names if n not in other]
     if other:
         print(f"not timed against the reference (not the toy model): {', '.join(other)}")
-    if args.skip:
+    if args.paths:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds "
               f"of {args.steps} steps, each path")
-        print(f"{'family':16}{'models':>7}{'skip ms/step':>13}{'dense ms/step':>14}{'speedup':>21}")
+        print(f"{'family':16}{'models':>7}{'compiled ms':>12}{'bmm ms/step':>12}{'speedup':>21}")
         for name in names:
             fam = grid.families[name]
-            t_skip, t_dense, ratios = compare_skip(fam, cfg, args.steps, args.rounds)
-            print(f"{name:16}{len(fam.instances):>7}{t_skip * 1e3:>13.2f}{t_dense * 1e3:>14.2f}"
+            t_fused, t_bmm, ratios = compare_paths(fam, cfg, args.steps, args.rounds)
+            print(f"{name:16}{len(fam.instances):>7}{t_fused * 1e3:>12.2f}{t_bmm * 1e3:>12.2f}"
                   f"{statistics.median(ratios):>8.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of "

@@ -40,8 +40,8 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval", unit=None):
             x, _ = toy_model.sample_inputs_given_any(r, u, inv_p, count)  # (1, n, B), shared
             Wg = W[idx]
             h = toy_model.hidden(Wg, x, batch.hidden_relu)
-            loss[idx.cpu()] += toy_model.loss(Wg, b[idx], x, batch.importance[idx], batch.n[idx],
-                                              batch.relu, h=h).double().cpu()
+            loss[idx.cpu()] += _loss(Wg, b[idx], x, h, batch.importance[idx], batch.n[idx],
+                                     batch.relu)
             corr.add(h, x)
     zero = toy_model.loss(W, b, torch.zeros(I, n, 1, device=device), batch.importance, batch.n,
                           batch.relu, batch.hidden_relu).double().cpu()
@@ -53,6 +53,18 @@ def evaluate(family, W, b, samples, device="cpu", purpose="eval", unit=None):
     for (idx, _, _), corr in zip(groups, corrs):
         out[idx.cpu().numpy()] = corr.result(any_active[idx.cpu()])
     return final.float().numpy(), out
+
+
+def _loss(W, b, x, h, importance, n, relu):
+    """toy_model.loss (I,) in float64 on the CPU, given h; its passes over x' - x fused into one
+    there (kernels.weighted_sq_error)."""
+    if not x.is_cpu:
+        return toy_model.loss(W, b, x, importance, n, relu, h=h).double().cpu()
+    from precompute import kernels  # numba: imported only where an evaluation runs
+    z = torch.baddbmm(b, W.transpose(1, 2), h)
+    out = np.empty(len(W))
+    kernels.weighted_sq_error(z.numpy(), x.numpy(), importance[..., 0].numpy(), relu, out)
+    return torch.from_numpy(out) / (x.shape[2] * n.double())
 
 
 def _same_inputs(batch):
@@ -93,12 +105,14 @@ class Correlation:
         self.N, self.sums = 0, None
 
     def add(self, h, x):
-        hd, xd = h.double().cpu(), x.double().cpu()
-        if xd.shape[0] == 1 < hd.shape[0]:
-            hx = (hd.flatten(0, 1) @ xd[0].T).view(*hd.shape[:2], xd.shape[1])
+        # each batch's sums in float32 (torch sums in blocks, so their error stays near float
+        # rounding), accumulated across batches in float64
+        if x.shape[0] == 1 < h.shape[0]:
+            hx = (h.flatten(0, 1) @ x[0].T).view(*h.shape[:2], x.shape[1])
         else:
-            hx = torch.bmm(hd, xd.transpose(1, 2))
-        s = (xd.sum(2), (xd * xd).sum(2), hd.sum(2), (hd * hd).sum(2), hx)
+            hx = torch.bmm(h, x.transpose(1, 2))
+        s = tuple(t.double().cpu() for t in (x.sum(2), (x * x).sum(2), h.sum(2), (h * h).sum(2),
+                                             hx))
         self.sums = s if self.sums is None else tuple(a + b for a, b in zip(self.sums, s))
         self.N += x.shape[2]
 

@@ -43,6 +43,12 @@ def sample_inputs_given_any(r, u, inv_p, n):
     any_active = 1.0 - q ** n.view(-1, 1, 1)
     J = torch.where(q > 0, torch.floor(torch.log1p(-u * any_active) / torch.log(q)),
                     torch.zeros_like(q)).clamp(max=n.view(-1, 1, 1) - 1).long()  # (I, 1, B)
+    if r.is_cpu and inv_p.shape[0] == 1 == r.shape[0]:  # one instance's (or a group's): one pass
+        from precompute import kernels  # numba: imported only where an evaluation runs
+        x = torch.empty(r.shape)
+        kernels.inputs_given_first(r[0].numpy(), inv_p[0, :, 0].numpy(), J[0, 0].numpy(),
+                                   x[0].numpy())
+        return x, any_active.view(-1)
     x = sample_inputs(r, inv_p)  # the unconditional law, kept after J
     j = torch.arange(inv_p.shape[1], device=J.device).view(1, -1, 1)
     x.masked_fill_(j <= J, 0.0)

@@ -292,9 +292,21 @@ def test_compiled_step_is_the_bmm_step(grid, n, m, activation, hidden, law):
         trainer.W.data.copy_(W)
         trainer.b.data.copy_(b)
     close = lambda a, e: float((a - e).abs().max()) <= 2e-6 * float(e.abs().max())
-    assert close(fused.step(want_loss=True), bmm.step(want_loss=True))
+    loss = fused.step(want_loss=True)
+    assert close(loss, bmm.step(want_loss=True))
     assert close(fused.W.grad, bmm.W.grad) and close(fused.b.grad, bmm.b.grad)
     assert fused.kernel.draws.kept.min() < grid.train.batch_size / 4  # at S = 0.99
+    # split over three threads (runs of instances and of seeds), the bytes are the same
+    threads = train.Trainer(fam, grid.train, fused=True)
+    threads.W.data.copy_(W)
+    threads.b.data.copy_(b)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        assert torch.equal(threads.step(want_loss=True), loss)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(threads.W.grad, fused.W.grad) and torch.equal(threads.b.grad, fused.b.grad)
 
 
 def test_training_is_deterministic(grid):
@@ -359,6 +371,30 @@ def test_shared_evaluation_draws_are_each_instances_own():
         alone = train.Unit(range(s, s + 1), range(p, p + 1))
         l1, c1 = metrics.evaluate(fam, W[k:k + 1].numpy(), b[k:k + 1].numpy(), 8192, unit=alone)
         assert np.allclose(l1, loss[k], rtol=1e-5) and np.allclose(c1, corr[k], atol=1e-5), k
+
+
+def test_compiled_evaluation_passes_are_torchs():
+    """The evaluation's compiled passes give torch's values: a group's inputs given some feature
+    is active (kernels.inputs_given_first) exactly, with padding; the loss from given hidden
+    activations (metrics._loss, kernels.weighted_sq_error) to 1e-6, ReLU or linear output."""
+    gen = torch.Generator().manual_seed(5)
+    n, B = 7, 4096
+    r, u = torch.rand(1, n, B, generator=gen), torch.rand(1, 1, B, generator=gen)
+    inv_p = torch.full((1, n, 1), 5.0)
+    inv_p[0, 5:] = toy_model.PAD_INV_P
+    count = torch.tensor([5.0])
+    x, any_active = toy_model.sample_inputs_given_any(r, u, inv_p, count)
+    # two instances take torch's path
+    x2, any2 = toy_model.sample_inputs_given_any(r, u, inv_p.expand(2, -1, -1), count.expand(2))
+    assert torch.equal(x[0], x2[0]) and torch.equal(any_active, any2[:1])
+    assert (x[0, 5:] == 0).all() and ((x[0] != 0).sum(0) >= 1).all()
+    W, b = torch.randn(3, 2, n, generator=gen), torch.randn(3, n, 1, generator=gen) * 0.3
+    importance, counts = torch.rand(3, n, 1, generator=gen), torch.full((3,), 5.0)
+    h = toy_model.hidden(W, x)
+    for relu in (True, False):
+        want = toy_model.loss(W, b, x, importance, counts, relu, h=h).double()
+        assert torch.allclose(metrics._loss(W, b, x, h, importance, counts, relu), want,
+                              rtol=1e-6, atol=0)
 
 
 def test_snapshots_are_the_training_trajectory(grid, tmp_path):
