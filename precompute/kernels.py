@@ -22,6 +22,11 @@ values are finite, so that a diverged model still shows NaN in its loss).
 import numba as nb
 import numpy as np
 
+# numba's own thread pool, not OpenMP: OpenMP's idle threads spin after each parallel call, and
+# with a call every millisecond in each of the build's workers they took the other worker's core
+# (a phase unit's step, two workers at once: 30 ms with OpenMP, 1.5 ms with the workqueue)
+nb.config.THREADING_LAYER = "workqueue"
+
 # Columns per block: 256 keeps a block's x, h, z and dL/dh in the first-level cache for the
 # models this runs (n x 256 floats: 20 KB at n = 20) and amortises the dot products' horizontal
 # sums (measured 1.3-1.5x over 64-column blocks, same as whole-batch blocks on the larger models).
