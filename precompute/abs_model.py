@@ -123,7 +123,7 @@ def compiled(batch, params, coef, r):
             *(p.grad.numpy() for p in params[:2]), flat(params[2].grad), loss)
 
     def step():
-        kernels.abs_loss_and_grad(*weights, *draws.sort(), *rest, torch.get_num_threads())
+        kernels.abs_loss_and_grad(*weights, *draws.sort(), *rest)
         return torch.from_numpy(loss.copy())
     return step
 

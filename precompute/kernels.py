@@ -9,10 +9,6 @@ in the first-level cache, and the whole step is one call. Measured per step on o
 (2560 models of 2 features) 4.9x, packing2d 3.8x, privileged 2.6x, superposition 1.5x; for m x n
 of 1000 (n = 100, m = 10) the bmm path is faster, so it stays there (train.FUSED_MAX).
 
-Each call splits its instances (sort_columns: its seeds) into `chunks` runs, one per thread
-(train passes torch's thread count: one in the build's workers); every instance is computed
-whole by one thread, so the bytes do not depend on the split.
-
 The inputs come as the uniforms of one draw per seed, its batch columns sorted (sort_columns) so
 that an instance of density p needs only the prefix of columns where some feature may be active;
 the all-zero columns have h = 0 and an output of ReLU(b), and are added in closed form. The float
@@ -22,22 +18,20 @@ values are finite, so that a diverged model still shows NaN in its loss).
 import numba as nb
 import numpy as np
 
-# numba's own thread pool, not OpenMP: OpenMP's idle threads spin after each parallel call, and
-# with a call every millisecond in each of the build's workers they took the other worker's core
-# (a phase unit's step, two workers at once: 30 ms with OpenMP, 1.5 ms with the workqueue)
-nb.config.THREADING_LAYER = "workqueue"
-
 # Columns per block: 256 keeps a block's x, h, z and dL/dh in the first-level cache for the
 # models this runs (n x 256 floats: 20 KB at n = 20) and amortises the dot products' horizontal
 # sums (measured 1.3-1.5x over 64-column blocks, same as whole-batch blocks on the larger models).
 BLOCK = 256
 
 FASTMATH = {"reassoc", "contract"}
+# float32 constants: a float literal is float64 in numba, which would widen a loop to float64 and
+# halve its vector width
+ZERO, ONE, TWO = np.float32(0.0), np.float32(1.0), np.float32(2.0)
 INDEPENDENT, CORRELATED, ANTICORRELATED = 0, 1, 2  # toy_loss_and_grad's input laws
 
 
-@nb.njit(fastmath=FASTMATH, cache=True, nogil=True, parallel=True)
-def sort_columns(draws, a, b, levels, out, kept, chunks):
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
+def sort_columns(draws, a, b, levels, out, kept):
     """out[s] = draws[s] (seeds, rows, B) with its columns reordered so that, for every density
     level d (levels: the unit's distinct 1/p, ascending), the columns where some feature may be
     active at that density come first: kept[s, d] of them. A column may be active at 1/p when the
@@ -46,38 +40,39 @@ def sort_columns(draws, a, b, levels, out, kept, chunks):
     first, each bucket in column order."""
     S, rows, B = draws.shape
     D = len(levels)
-    for c in nb.prange(chunks):  # one run of seeds per thread, with scratch of its own
-        key = np.empty(B, np.float32)
-        level, perm = np.empty(B, np.int64), np.empty(B, np.int64)
-        start = np.empty(D + 2, np.int64)
-        for s in range(c * S // chunks, (c + 1) * S // chunks):
-            key[:] = draws[s, a]
-            for j in range(a + 1, b):
-                for t in range(B):
-                    key[t] = min(key[t], draws[s, j, t])
-            start[:] = 0
+    key = np.empty(B, np.float32)
+    level, perm = np.empty(B, np.int64), np.empty(B, np.int64)
+    start = np.empty(D + 2, np.int64)
+    for s in range(S):
+        key[:] = draws[s, a]
+        for j in range(a + 1, b):
             for t in range(B):
-                d = 0
-                while d < D and key[t] * levels[d] < 1.0:
-                    d += 1
-                level[t] = d
-                start[D - d + 1] += 1
-            for d in range(1, D + 2):  # bucket q = D - level starts at start[q]
-                start[d] += start[d - 1]
-            for d in range(D):
-                kept[s, d] = start[D - d]  # columns whose level exceeds d
+                key[t] = min(key[t], draws[s, j, t])
+        start[:] = 0
+        for t in range(B):
+            d = 0
+            while d < D and key[t] * levels[d] < 1.0:
+                d += 1
+            level[t] = d
+            start[D - d + 1] += 1
+        for d in range(1, D + 2):  # bucket q = D - level starts at start[q]
+            start[d] += start[d - 1]
+        for d in range(D):  # the columns whose level exceeds d, and at least one: an
+            # all-zero column computed gives its closed form's values, and a NaN in W then
+            # still reaches the loss
+            kept[s, d] = max(start[D - d], 1)
+        for t in range(B):
+            q = D - level[t]
+            perm[start[q]] = t
+            start[q] += 1
+        for j in range(rows):
             for t in range(B):
-                q = D - level[t]
-                perm[start[q]] = t
-                start[q] += 1
-            for j in range(rows):
-                for t in range(B):
-                    out[s, j, t] = draws[s, j, perm[t]]
+                out[s, j, t] = draws[s, j, perm[t]]
 
 
-@nb.njit(fastmath=FASTMATH, cache=True, nogil=True, parallel=True)
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
 def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importance, n_of, relu,
-                  hidden_relu, law, set_size, dW, db, loss, chunks):
+                      hidden_relu, law, set_size, dW, db, loss):
     """For each instance i: dW[i] (m, n_max), db[i] (n_max,) and loss[i] of the toy model
     (toy_model.loss_and_grad's; padding features get 0).
 
@@ -93,195 +88,193 @@ def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importanc
         feature floor(u set_size) is on."""
     I, m, n_max = W.shape
     B = src.shape[2]
-    for c in nb.prange(chunks):  # one run of instances per thread, with scratch of its own
-        xb = np.empty((n_max, BLOCK), np.float32)
-        hb = np.empty((m, BLOCK), np.float32)
-        gb = np.empty((n_max, BLOCK), np.float32)  # z, then the error e [z > 0]
-        dhb = np.empty((m, BLOCK), np.float32)
-        dec = np.empty((m, n_max), np.float32)  # sum over columns of h g^T
-        wc = np.empty((m, n_max), np.float32)  # W coef
-        gsum = np.empty(n_max, np.float32)
-        lsum = np.empty(n_max, np.float32)
-        for i in range(c * I // chunks, (c + 1) * I // chunks):
-            n, Wi, bi, ip = n_of[i], W[i], b[i], inv_p[i]
-            rows = src[seed_of[i]]
-            sets = n_max + n_max // set_size  # the first row of the anticorrelated picks
-            dW[i] = 0.0
-            db[i] = 0.0
-            for k in range(m):
-                for j in range(n):
-                    wc[k, j] = Wi[k, j] * coef[i, j]
-                    dec[k, j] = 0.0
-            gsum[:n] = 0.0
-            lsum[:n] = 0.0
-            columns = kept[seed_of[i], level_of[i]]
-            for t0 in range(0, columns, BLOCK):
-                T = min(BLOCK, columns - t0)
-                for j in range(n):
-                    p = ip[j]
-                    if law == INDEPENDENT:
-                        for t in range(T):
-                            v = rows[j, t0 + t] * p
-                            xb[j, t] = v if v < 1.0 else 0.0
-                    elif law == CORRELATED:
-                        a = n_max + j // set_size
-                        for t in range(T):
-                            on = rows[a, t0 + t] * p < 1.0
-                            xb[j, t] = rows[j, t0 + t] if on else 0.0
-                    else:
-                        a, u, c = n_max + j // set_size, sets + j // set_size, j % set_size
-                        k = np.float32(set_size)  # a float32 product, as SetDraws.inputs takes it
-                        for t in range(T):
-                            on = rows[a, t0 + t] * p < 1.0 and \
-                                min(int(rows[u, t0 + t] * k), set_size - 1) == c
-                            xb[j, t] = rows[j, t0 + t] if on else 0.0
-                for k in range(m):  # h = W x, ReLU'd in the privileged-basis variant
-                    hb[k, :T] = 0.0
-                    for j in range(n):
-                        w = Wi[k, j]
-                        for t in range(T):
-                            hb[k, t] += w * xb[j, t]
-                    if hidden_relu:
-                        for t in range(T):
-                            hb[k, t] = max(hb[k, t], 0.0)
-                for j in range(n):  # z = W^T h + b; e = x' - x; g = e where the output ReLU is on
-                    bj = bi[j]
-                    for t in range(T):
-                        gb[j, t] = bj
-                    for k in range(m):
-                        w = Wi[k, j]
-                        for t in range(T):
-                            gb[j, t] += w * hb[k, t]
-                    s, ls = np.float32(0.0), np.float32(0.0)
-                    for t in range(T):
-                        z = gb[j, t]
-                        # z * 0 rather than 0, so that a NaN z stays NaN in the loss
-                        e = (z if (z > 0.0 or not relu) else z * 0.0) - xb[j, t]
-                        ls += e * e
-                        g = e if (z > 0.0 or not relu) else 0.0
-                        gb[j, t] = g
-                        s += g
-                    gsum[j] += s
-                    lsum[j] += ls
-                for k in range(m):
-                    for j in range(n):  # the decoder's h g^T
-                        acc = np.float32(0.0)
-                        for t in range(T):
-                            acc += hb[k, t] * gb[j, t]
-                        dec[k, j] += acc
-                    dhb[k, :T] = 0.0  # dL/dh = (W coef) g, masked where the hidden ReLU is off
-                    for j in range(n):
-                        w = wc[k, j]
-                        for t in range(T):
-                            dhb[k, t] += w * gb[j, t]
-                    if hidden_relu:
-                        for t in range(T):
-                            if hb[k, t] <= 0.0:
-                                dhb[k, t] = 0.0
-                    for j in range(n):  # the encoder's dL/dh x^T
-                        acc = np.float32(0.0)
-                        for t in range(T):
-                            acc += dhb[k, t] * xb[j, t]
-                        dW[i, k, j] += acc
-            zeros = B - columns  # all-zero columns: x = 0, h = 0, x' - x = ReLU(b)
-            total = np.float32(0.0)
+    xb = np.empty((n_max, BLOCK), np.float32)
+    hb = np.empty((m, BLOCK), np.float32)
+    gb = np.empty((n_max, BLOCK), np.float32)  # z, then the error e [z > 0]
+    dhb = np.empty((m, BLOCK), np.float32)
+    dec = np.empty((m, n_max), np.float32)  # sum over columns of h g^T
+    wc = np.empty((m, n_max), np.float32)  # W coef
+    gsum = np.empty(n_max, np.float32)
+    lsum = np.empty(n_max, np.float32)
+    for i in range(I):
+        n, Wi, bi, ip = n_of[i], W[i], b[i], inv_p[i]
+        rows = src[seed_of[i]]
+        sets = n_max + n_max // set_size  # the first row of the anticorrelated picks
+        dW[i] = 0.0
+        db[i] = 0.0
+        for k in range(m):
             for j in range(n):
-                out = max(bi[j], 0.0) if relu else bi[j]
-                gsum[j] += zeros * out
-                lsum[j] += zeros * out * out
-                db[i, j] = coef[i, j] * gsum[j]
-                total += importance[i, j] * lsum[j]
+                wc[k, j] = Wi[k, j] * coef[i, j]
+                dec[k, j] = 0.0
+        gsum[:n] = 0.0
+        lsum[:n] = 0.0
+        columns = kept[seed_of[i], level_of[i]]
+        for t0 in range(0, columns, BLOCK):
+            T = min(BLOCK, columns - t0)
+            for j in range(n):
+                p = ip[j]
+                if law == INDEPENDENT:
+                    for t in range(T):
+                        v = rows[j, t0 + t] * p
+                        xb[j, t] = v if v < 1.0 else ZERO
+                elif law == CORRELATED:
+                    a = n_max + j // set_size
+                    for t in range(T):
+                        on = rows[a, t0 + t] * p < 1.0
+                        xb[j, t] = rows[j, t0 + t] if on else ZERO
+                else:
+                    a, u, pos = n_max + j // set_size, sets + j // set_size, j % set_size
+                    size = np.float32(set_size)  # a float32 product, as SetDraws.inputs's
+                    for t in range(T):
+                        on = rows[a, t0 + t] * p < 1.0 and \
+                            min(int(rows[u, t0 + t] * size), set_size - 1) == pos
+                        xb[j, t] = rows[j, t0 + t] if on else ZERO
+            for k in range(m):  # h = W x, ReLU'd in the privileged-basis variant
+                hb[k, :T] = 0.0
+                for j in range(n):
+                    w = Wi[k, j]
+                    for t in range(T):
+                        hb[k, t] += w * xb[j, t]
+                if hidden_relu:
+                    for t in range(T):
+                        hb[k, t] = max(hb[k, t], ZERO)
+            for j in range(n):  # z = W^T h + b; e = x' - x; g = e where the output ReLU is on
+                bj = bi[j]
+                for t in range(T):
+                    gb[j, t] = bj
                 for k in range(m):
-                    dW[i, k, j] += dec[k, j] * coef[i, j]
-            loss[i] = total / (B * n)
+                    w = Wi[k, j]
+                    for t in range(T):
+                        gb[j, t] += w * hb[k, t]
+                s, ls = np.float32(0.0), np.float32(0.0)
+                for t in range(T):
+                    z = gb[j, t]
+                    # z * 0 rather than 0, so that a NaN z stays NaN in the loss
+                    e = (z if (z > 0.0 or not relu) else z * ZERO) - xb[j, t]
+                    ls += e * e
+                    g = e if (z > 0.0 or not relu) else ZERO
+                    gb[j, t] = g
+                    s += g
+                gsum[j] += s
+                lsum[j] += ls
+            for k in range(m):
+                for j in range(n):  # the decoder's h g^T
+                    acc = np.float32(0.0)
+                    for t in range(T):
+                        acc += hb[k, t] * gb[j, t]
+                    dec[k, j] += acc
+                dhb[k, :T] = 0.0  # dL/dh = (W coef) g, masked where the hidden ReLU is off
+                for j in range(n):
+                    w = wc[k, j]
+                    for t in range(T):
+                        dhb[k, t] += w * gb[j, t]
+                if hidden_relu:
+                    for t in range(T):
+                        if hb[k, t] <= 0.0:
+                            dhb[k, t] = 0.0
+                for j in range(n):  # the encoder's dL/dh x^T
+                    acc = np.float32(0.0)
+                    for t in range(T):
+                        acc += dhb[k, t] * xb[j, t]
+                    dW[i, k, j] += acc
+        zeros = B - columns  # all-zero columns: x = 0, h = 0, x' - x = ReLU(b)
+        total = np.float32(0.0)
+        for j in range(n):
+            out = max(bi[j], 0.0) if relu else bi[j]
+            gsum[j] += zeros * out
+            lsum[j] += zeros * out * out
+            db[i, j] = coef[i, j] * gsum[j]
+            total += importance[i, j] * lsum[j]
+            for k in range(m):
+                dW[i, k, j] += dec[k, j] * coef[i, j]
+        loss[i] = total / (B * n)
 
 
 
-@nb.njit(fastmath=FASTMATH, cache=True, nogil=True, parallel=True)
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
 def abs_loss_and_grad(W1, W2, b, src, kept, seed_of, level_of, inv_p, coef, importance, n_of,
-                      dW1, dW2, db, loss, chunks):
+                      dW1, dW2, db, loss):
     """abs_model.loss_and_grad per instance i: dW1[i] (m, n_max), dW2[i] (n_max, m), db[i]
     (n_max,) and loss[i] of y' = ReLU(W2 ReLU(W1 x) + b) against |x|, where x_j = 2 r_j / p - 1
     where r_j / p is below 1, else 0 (r: each seed's uniforms, src and kept as toy_loss_and_grad
     reads them; an all-zero column outputs ReLU(b))."""
     I, m, n_max = W1.shape
     B = src.shape[2]
-    for c in nb.prange(chunks):  # one run of instances per thread, with scratch of its own
-        xb = np.empty((n_max, BLOCK), np.float32)
-        ab = np.empty((m, BLOCK), np.float32)  # W1 x, then ReLU(W1 x)
-        gb = np.empty((n_max, BLOCK), np.float32)  # z, then coef e [z > 0]
-        dhb = np.empty((m, BLOCK), np.float32)
-        gsum = np.empty(n_max, np.float32)
-        lsum = np.empty(n_max, np.float32)
-        for i in range(c * I // chunks, (c + 1) * I // chunks):
-            n, W1i, W2i, bi, ip = n_of[i], W1[i], W2[i], b[i], inv_p[i]
-            rows = src[seed_of[i]]
-            dW1[i] = 0.0
-            dW2[i] = 0.0
-            db[i] = 0.0
-            gsum[:n] = 0.0
-            lsum[:n] = 0.0
-            columns = kept[seed_of[i], level_of[i]]
-            for t0 in range(0, columns, BLOCK):
-                T = min(BLOCK, columns - t0)
-                for j in range(n):
-                    p = ip[j]
-                    for t in range(T):
-                        v = rows[j, t0 + t] * p
-                        xb[j, t] = 2.0 * v - 1.0 if v < 1.0 else 0.0
-                for k in range(m):
-                    ab[k, :T] = 0.0
-                    for j in range(n):
-                        w = W1i[k, j]
-                        for t in range(T):
-                            ab[k, t] += w * xb[j, t]
-                    for t in range(T):  # > 0 exactly where W1 x is: the hidden ReLU's mask
-                        ab[k, t] = max(ab[k, t], 0.0)
-                for j in range(n):
-                    bj, cj = bi[j], coef[i, j]
-                    for t in range(T):
-                        gb[j, t] = bj
-                    for k in range(m):
-                        w = W2i[j, k]
-                        for t in range(T):
-                            gb[j, t] += w * ab[k, t]
-                    s, ls = np.float32(0.0), np.float32(0.0)
-                    for t in range(T):
-                        z = gb[j, t]
-                        # z * 0 rather than 0, so that a NaN z stays NaN in the loss
-                        e = (z if z > 0.0 else z * 0.0) - abs(xb[j, t])
-                        ls += e * e
-                        g = cj * e if z > 0.0 else 0.0
-                        gb[j, t] = g
-                        s += g
-                    gsum[j] += s
-                    lsum[j] += ls
-                    for k in range(m):  # dW2 = g h^T
-                        acc = np.float32(0.0)
-                        for t in range(T):
-                            acc += gb[j, t] * ab[k, t]
-                        dW2[i, j, k] += acc
-                for k in range(m):  # dL/dh = W2^T g where W1 x > 0; dW1 = dL/dh x^T
-                    dhb[k, :T] = 0.0
-                    for j in range(n):
-                        w = W2i[j, k]
-                        for t in range(T):
-                            dhb[k, t] += w * gb[j, t]
-                    for t in range(T):
-                        if ab[k, t] <= 0.0:
-                            dhb[k, t] = 0.0
-                    for j in range(n):
-                        acc = np.float32(0.0)
-                        for t in range(T):
-                            acc += dhb[k, t] * xb[j, t]
-                        dW1[i, k, j] += acc
-            zeros = B - columns  # all-zero columns: h = 0, y' - |x| = ReLU(b)
-            total = np.float32(0.0)
+    xb = np.empty((n_max, BLOCK), np.float32)
+    ab = np.empty((m, BLOCK), np.float32)  # W1 x, then ReLU(W1 x)
+    gb = np.empty((n_max, BLOCK), np.float32)  # z, then coef e [z > 0]
+    dhb = np.empty((m, BLOCK), np.float32)
+    gsum = np.empty(n_max, np.float32)
+    lsum = np.empty(n_max, np.float32)
+    for i in range(I):
+        n, W1i, W2i, bi, ip = n_of[i], W1[i], W2[i], b[i], inv_p[i]
+        rows = src[seed_of[i]]
+        dW1[i] = 0.0
+        dW2[i] = 0.0
+        db[i] = 0.0
+        gsum[:n] = 0.0
+        lsum[:n] = 0.0
+        columns = kept[seed_of[i], level_of[i]]
+        for t0 in range(0, columns, BLOCK):
+            T = min(BLOCK, columns - t0)
             for j in range(n):
-                out = max(bi[j], 0.0)
-                db[i, j] = gsum[j] + zeros * coef[i, j] * out
-                total += importance[i, j] * (lsum[j] + zeros * out * out)
-            loss[i] = total / (B * n)
+                p = ip[j]
+                for t in range(T):
+                    v = rows[j, t0 + t] * p
+                    xb[j, t] = TWO * v - ONE if v < 1.0 else ZERO
+            for k in range(m):
+                ab[k, :T] = 0.0
+                for j in range(n):
+                    w = W1i[k, j]
+                    for t in range(T):
+                        ab[k, t] += w * xb[j, t]
+                for t in range(T):  # > 0 exactly where W1 x is: the hidden ReLU's mask
+                    ab[k, t] = max(ab[k, t], ZERO)
+            for j in range(n):
+                bj, cj = bi[j], coef[i, j]
+                for t in range(T):
+                    gb[j, t] = bj
+                for k in range(m):
+                    w = W2i[j, k]
+                    for t in range(T):
+                        gb[j, t] += w * ab[k, t]
+                s, ls = np.float32(0.0), np.float32(0.0)
+                for t in range(T):
+                    z = gb[j, t]
+                    # z * 0 rather than 0, so that a NaN z stays NaN in the loss
+                    e = (z if z > 0.0 else z * ZERO) - abs(xb[j, t])
+                    ls += e * e
+                    g = cj * e if z > 0.0 else ZERO
+                    gb[j, t] = g
+                    s += g
+                gsum[j] += s
+                lsum[j] += ls
+                for k in range(m):  # dW2 = g h^T
+                    acc = np.float32(0.0)
+                    for t in range(T):
+                        acc += gb[j, t] * ab[k, t]
+                    dW2[i, j, k] += acc
+            for k in range(m):  # dL/dh = W2^T g where W1 x > 0; dW1 = dL/dh x^T
+                dhb[k, :T] = 0.0
+                for j in range(n):
+                    w = W2i[j, k]
+                    for t in range(T):
+                        dhb[k, t] += w * gb[j, t]
+                for t in range(T):
+                    if ab[k, t] <= 0.0:
+                        dhb[k, t] = 0.0
+                for j in range(n):
+                    acc = np.float32(0.0)
+                    for t in range(T):
+                        acc += dhb[k, t] * xb[j, t]
+                    dW1[i, k, j] += acc
+        zeros = B - columns  # all-zero columns: h = 0, y' - |x| = ReLU(b)
+        total = np.float32(0.0)
+        for j in range(n):
+            out = max(bi[j], 0.0)
+            db[i, j] = gsum[j] + zeros * coef[i, j] * out
+            total += importance[i, j] * (lsum[j] + zeros * out * out)
+        loss[i] = total / (B * n)
 
 
 # The batched-product step's (toy_model.loss_and_grad's) two elementwise chains, each one pass
@@ -298,7 +291,7 @@ def negated_inputs(r, inv_p, out):
                 ip = inv_p[s, q, j]
                 for t in range(B):
                     v = r[s, j, t] * ip
-                    out[s, q, j, t] = -v if v < 1.0 else 0.0
+                    out[s, q, j, t] = -v if v < 1.0 else ZERO
     return out
 
 
@@ -310,7 +303,7 @@ def output_error(z, xn, relu, g):
         for j in range(n):
             for t in range(B):
                 e = z[i, j, t] + xn[i, j, t]
-                g[i, j, t] = e if (z[i, j, t] > 0.0 or not relu) else 0.0
+                g[i, j, t] = e if (z[i, j, t] > 0.0 or not relu) else ZERO
 
 
 # The evaluation's (metrics.evaluate's) passes over its (n x samples) inputs and outputs.
@@ -325,8 +318,8 @@ def inputs_given_first(r, inv_p, first, out):
         p = inv_p[j]
         for t in range(B):
             v = r[j, t] * p
-            after = v if v < 1.0 else 0.0
-            out[j, t] = 0.0 if j < first[t] else (r[j, t] if j == first[t] else after)
+            after = v if v < 1.0 else ZERO
+            out[j, t] = ZERO if j < first[t] else (r[j, t] if j == first[t] else after)
 
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
@@ -341,7 +334,7 @@ def weighted_sq_error(z, x, importance, relu, out):
             row = np.float32(0.0)
             for t in range(B):
                 y = z[i, j, t]
-                e = (y if (y > 0.0 or not relu) else y * 0.0) - xi[j, t]
+                e = (y if (y > 0.0 or not relu) else y * ZERO) - xi[j, t]
                 row += e * e
             total += importance[i, j] * np.float64(row)
         out[i] = total

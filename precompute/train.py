@@ -256,8 +256,7 @@ class SortedDraws:
         self.kept = np.empty((seeds, len(self.levels)), np.int64)
 
     def sort(self):
-        self.sort_columns(self.draws, *self.activity, self.levels, self.src, self.kept,
-                          torch.get_num_threads())
+        self.sort_columns(self.draws, *self.activity, self.levels, self.src, self.kept)
         return self.src, self.kept, self.seed_of, self.level_of
 
 
@@ -286,7 +285,7 @@ class KernelArgs:
 
     def loss_and_grad(self):
         """Writes the trainer's W.grad and b.grad for its fresh draw; returns the loss (I,)."""
-        self.kernel(*self.weights, *self.draws.sort(), *self.rest, torch.get_num_threads())
+        self.kernel(*self.weights, *self.draws.sort(), *self.rest)
         return self.loss
 
 
