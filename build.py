@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
 from errors import BuildError, read_utf8  # noqa: E402
-from precompute import config, figures, models, sae  # noqa: E402
+from precompute import config, figures, models, phase_theory, sae  # noqa: E402
+from precompute.figures import phase_diagram  # noqa: E402
 from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
 
 CONTENT = ROOT / "content"
@@ -62,14 +63,16 @@ def main(argv=None):
     cache_dir = Path(args.cache)
     saes = {}
 
-    def train_saes(name, toy):  # the sweeps on a family, as soon as it is ready
+    def beside_training(name, toy):  # what needs a family, as soon as it is ready
         if name in grid.sae:
             t = time.perf_counter()
             saes[name] = sae.trained_saes(grid.sae[name], toy, grid.sae_train, device, cache_dir,
                                           log=log)
             log(f"sae.{name}: {len(saes[name])} sparse autoencoders ({how_made(saes[name], t)})")
+        if name == phase_diagram.FAMILY:  # its exact-loss theory, cached for the figure
+            phase_theory.solve(toy.family, cache_dir, log)
     trained = models.trained_families(grid.families, grid.train, device, cache_dir,
-                                      progress=not args.quiet, log=log, then=train_saes)
+                                      progress=not args.quiet, log=log, then=beside_training)
     trained.update({f"sae.{name}": saes[name] for name in grid.sae})
 
     # 3. Figures from the models; the essay around them. All into a staging folder.

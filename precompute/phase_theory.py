@@ -24,6 +24,7 @@ import torch
 
 from precompute import cache
 from precompute.metrics import REPRESENTED  # the same threshold as for trained models
+from precompute.train import one_thread
 
 REGIMES = ("not represented", "dedicated dimension", "superposition")
 _V = (torch.arange(128, dtype=torch.float64) + 0.5) / 128
@@ -143,6 +144,13 @@ class Theory:
     boundaries: list  # boundaries() on a grid twice as fine in density and 41 importances
 
 
+def solved(p, r):
+    """optimum()'s weights on one thread: the same bytes on any machine, and the build solves it
+    beside its training workers without taking their cores."""
+    with one_thread():
+        return optimum(p, r)[1]
+
+
 def solve(family, cache_dir, log=lambda msg: print(msg, file=sys.stderr)):
     """The theory for every cell of a phase family and its boundaries on a finer grid. Solving
     takes seconds, so the optima are cached under cache_dir (as precompute/cache.py: key and
@@ -163,8 +171,7 @@ def solve(family, cache_dir, log=lambda msg: print(msg, file=sys.stderr)):
         "p": all_p.tolist(), "r": all_r.tolist(), "torch": torch.__version__,
         "code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}).encode()).hexdigest()
     path = Path(cache_dir) / f"theory-{family.name}-{key[:16]}.npz"
-    w = cache.made(path, key, lambda: {"w": optimum(all_p, all_r)[1]}, {"w": (len(all_p), 4)},
-                   log)["w"]
+    w = cache.made(path, key, lambda: {"w": solved(all_p, all_r)}, {"w": (len(all_p), 4)}, log)["w"]
     labels = [classify(v[:2]) for v in w]
     fine = np.array(labels[len(p):]).reshape(P.shape)
     return Theory(labels[:len(p)], w[:len(p)], boundaries(fine_p, fine_r, fine))
