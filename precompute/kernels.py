@@ -72,6 +72,73 @@ def sort_columns(draws, a, b, levels, out, kept):
                 out[s, j, t] = draws[s, j, perm[t]]
 
 
+# The block loops both models' steps share. Each runs four terms of its inner sum per pass over
+# a block row, so that a row is loaded and stored once per four multiply-adds instead of once per
+# one (the first-level cache's bandwidth, not the multipliers, bounded the one-term loops).
+
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
+def block_product(A, src, rows, inner, T, base, out):
+    """out[k, :T] = base[k] + sum over j < inner of A[k, j] src[j, :T], for k < rows."""
+    for k in range(rows):
+        bk = base[k]
+        for t in range(T):
+            out[k, t] = bk
+        j = 0
+        while j + 4 <= inner:
+            w0, w1, w2, w3 = A[k, j], A[k, j + 1], A[k, j + 2], A[k, j + 3]
+            for t in range(T):
+                out[k, t] += (w0 * src[j, t] + w1 * src[j + 1, t]) + \
+                    (w2 * src[j + 2, t] + w3 * src[j + 3, t])
+            j += 4
+        while j < inner:
+            w = A[k, j]
+            for t in range(T):
+                out[k, t] += w * src[j, t]
+            j += 1
+
+
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
+def outer_accumulate(a, b, ra, rb, T, out):
+    """out[k, j] += sum over t < T of a[k, t] b[j, t], for k < ra and j < rb."""
+    for k in range(ra):
+        j = 0
+        while j + 4 <= rb:
+            c0, c1, c2, c3 = ZERO, ZERO, ZERO, ZERO
+            for t in range(T):
+                v = a[k, t]
+                c0 += v * b[j, t]
+                c1 += v * b[j + 1, t]
+                c2 += v * b[j + 2, t]
+                c3 += v * b[j + 3, t]
+            out[k, j] += c0
+            out[k, j + 1] += c1
+            out[k, j + 2] += c2
+            out[k, j + 3] += c3
+            j += 4
+        while j < rb:
+            c0 = ZERO
+            for t in range(T):
+                c0 += a[k, t] * b[j, t]
+            out[k, j] += c0
+            j += 1
+
+
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
+def relu_rows(h, rows, T):
+    for k in range(rows):
+        for t in range(T):
+            h[k, t] = max(h[k, t], ZERO)
+
+
+@nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
+def mask_rows(d, h, rows, T):
+    """d = 0 where h <= 0: the hidden ReLU's gradient."""
+    for k in range(rows):
+        for t in range(T):
+            if h[k, t] <= 0.0:
+                d[k, t] = 0.0
+
+
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
 def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importance, n_of, relu,
                       hidden_relu, law, set_size, dW, db, loss):
@@ -84,10 +151,10 @@ def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importanc
     the others have every feature zero. The rows are the input law's uniforms (config.INPUT_LAWS), as
     train.Batch and train.SetDraws draw them:
       law INDEPENDENT: r (n_max rows); x_j = r_j / p where that is below 1, else 0;
-      law CORRELATED: values v (n_max rows), then one uniform a per set of set_size features;
-        x_j = v_j where a of j's set is below p, else 0;
-      law ANTICORRELATED: as CORRELATED, then one more uniform u per set: of an active set only
-        feature floor(u set_size) is on."""
+      law CORRELATED: one uniform a per set of set_size features, then the values v (n_max
+        rows); x_j = v_j where a of j's set is below p, else 0;
+      law ANTICORRELATED: the uniforms a, then one more uniform u per set, then the values: of
+        an active set only feature floor(u set_size) is on."""
     I, m, n_max = W.shape
     B = src.shape[2]
     xb = np.empty((n_max, BLOCK), np.float32)
@@ -96,12 +163,13 @@ def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importanc
     dhb = np.empty((m, BLOCK), np.float32)
     dec = np.empty((m, n_max), np.float32)  # sum over columns of h g^T
     wc = np.empty((m, n_max), np.float32)  # W coef
+    zeros = np.zeros(m, np.float32)
     gsum = np.empty(n_max, np.float32)
     lsum = np.empty(n_max, np.float32)
     for i in range(I):
         n, Wi, bi, ip = n_of[i], W[i], b[i], inv_p[i]
         rows = src[seed_of[i]]
-        sets = n_max + n_max // set_size  # the first row of the anticorrelated picks
+        sets, values = n_max // set_size, src.shape[1] - n_max  # the first pick and value rows
         dW[i] = 0.0
         db[i] = 0.0
         for k in range(m):
@@ -120,35 +188,24 @@ def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importanc
                         v = rows[j, t0 + t] * p
                         xb[j, t] = v if v < 1.0 else ZERO
                 elif law == CORRELATED:
-                    a = n_max + j // set_size
+                    a, v = j // set_size, values + j
                     for t in range(T):
                         on = rows[a, t0 + t] * p < 1.0
-                        xb[j, t] = rows[j, t0 + t] if on else ZERO
+                        xb[j, t] = rows[v, t0 + t] if on else ZERO
                 else:
-                    a, u, pos = n_max + j // set_size, sets + j // set_size, j % set_size
+                    a, u, pos = j // set_size, sets + j // set_size, j % set_size
+                    v = values + j
                     size = np.float32(set_size)  # a float32 product, as SetDraws.inputs's
                     for t in range(T):
                         on = rows[a, t0 + t] * p < 1.0 and \
                             min(int(rows[u, t0 + t] * size), set_size - 1) == pos
-                        xb[j, t] = rows[j, t0 + t] if on else ZERO
-            for k in range(m):  # h = W x, ReLU'd in the privileged-basis variant
-                hb[k, :T] = 0.0
-                for j in range(n):
-                    w = Wi[k, j]
-                    for t in range(T):
-                        hb[k, t] += w * xb[j, t]
-                if hidden_relu:
-                    for t in range(T):
-                        hb[k, t] = max(hb[k, t], ZERO)
-            for j in range(n):  # z = W^T h + b; e = x' - x; g = e where the output ReLU is on
-                bj = bi[j]
-                for t in range(T):
-                    gb[j, t] = bj
-                for k in range(m):
-                    w = Wi[k, j]
-                    for t in range(T):
-                        gb[j, t] += w * hb[k, t]
-                s, ls = np.float32(0.0), np.float32(0.0)
+                        xb[j, t] = rows[v, t0 + t] if on else ZERO
+            block_product(Wi, xb, m, n, T, zeros, hb)  # h = W x
+            if hidden_relu:  # the privileged-basis variant
+                relu_rows(hb, m, T)
+            block_product(Wi.T, hb, n, m, T, bi, gb)  # z = W^T h + b
+            for j in range(n):  # e = x' - x; g = e where the output ReLU is on
+                s, ls = ZERO, ZERO
                 for t in range(T):
                     z = gb[j, t]
                     # z * 0 rather than 0, so that a NaN z stays NaN in the loss
@@ -159,38 +216,22 @@ def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importanc
                     s += g
                 gsum[j] += s
                 lsum[j] += ls
-            for k in range(m):
-                for j in range(n):  # the decoder's h g^T
-                    acc = np.float32(0.0)
-                    for t in range(T):
-                        acc += hb[k, t] * gb[j, t]
-                    dec[k, j] += acc
-                dhb[k, :T] = 0.0  # dL/dh = (W coef) g, masked where the hidden ReLU is off
-                for j in range(n):
-                    w = wc[k, j]
-                    for t in range(T):
-                        dhb[k, t] += w * gb[j, t]
-                if hidden_relu:
-                    for t in range(T):
-                        if hb[k, t] <= 0.0:
-                            dhb[k, t] = 0.0
-                for j in range(n):  # the encoder's dL/dh x^T
-                    acc = np.float32(0.0)
-                    for t in range(T):
-                        acc += dhb[k, t] * xb[j, t]
-                    dW[i, k, j] += acc
-        zeros = B - columns  # all-zero columns: x = 0, h = 0, x' - x = ReLU(b)
-        total = np.float32(0.0)
+            outer_accumulate(hb, gb, m, n, T, dec)  # the decoder's h g^T
+            block_product(wc, gb, m, n, T, zeros, dhb)  # dL/dh = (W coef) g
+            if hidden_relu:
+                mask_rows(dhb, hb, m, T)
+            outer_accumulate(dhb, xb, m, n, T, dW[i])  # the encoder's dL/dh x^T
+        zeros_out = B - columns  # all-zero columns: x = 0, h = 0, x' - x = ReLU(b)
+        total = ZERO
         for j in range(n):
             out = max(bi[j], 0.0) if relu else bi[j]
-            gsum[j] += zeros * out
-            lsum[j] += zeros * out * out
+            gsum[j] += zeros_out * out
+            lsum[j] += zeros_out * out * out
             db[i, j] = coef[i, j] * gsum[j]
             total += importance[i, j] * lsum[j]
             for k in range(m):
                 dW[i, k, j] += dec[k, j] * coef[i, j]
         loss[i] = total / (B * n)
-
 
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
@@ -203,9 +244,10 @@ def abs_loss_and_grad(W1, W2, b, src, kept, seed_of, level_of, inv_p, coef, impo
     I, m, n_max = W1.shape
     B = src.shape[2]
     xb = np.empty((n_max, BLOCK), np.float32)
-    ab = np.empty((m, BLOCK), np.float32)  # W1 x, then ReLU(W1 x)
+    ab = np.empty((m, BLOCK), np.float32)  # ReLU(W1 x)
     gb = np.empty((n_max, BLOCK), np.float32)  # z, then coef e [z > 0]
     dhb = np.empty((m, BLOCK), np.float32)
+    zeros = np.zeros(m, np.float32)
     gsum = np.empty(n_max, np.float32)
     lsum = np.empty(n_max, np.float32)
     for i in range(I):
@@ -224,23 +266,12 @@ def abs_loss_and_grad(W1, W2, b, src, kept, seed_of, level_of, inv_p, coef, impo
                 for t in range(T):
                     v = rows[j, t0 + t] * p
                     xb[j, t] = TWO * v - ONE if v < 1.0 else ZERO
-            for k in range(m):
-                ab[k, :T] = 0.0
-                for j in range(n):
-                    w = W1i[k, j]
-                    for t in range(T):
-                        ab[k, t] += w * xb[j, t]
-                for t in range(T):  # > 0 exactly where W1 x is: the hidden ReLU's mask
-                    ab[k, t] = max(ab[k, t], ZERO)
+            block_product(W1i, xb, m, n, T, zeros, ab)
+            relu_rows(ab, m, T)  # > 0 exactly where W1 x is: the hidden ReLU's mask
+            block_product(W2i, ab, n, m, T, bi, gb)  # z = W2 h + b
             for j in range(n):
-                bj, cj = bi[j], coef[i, j]
-                for t in range(T):
-                    gb[j, t] = bj
-                for k in range(m):
-                    w = W2i[j, k]
-                    for t in range(T):
-                        gb[j, t] += w * ab[k, t]
-                s, ls = np.float32(0.0), np.float32(0.0)
+                cj = coef[i, j]
+                s, ls = ZERO, ZERO
                 for t in range(T):
                     z = gb[j, t]
                     # z * 0 rather than 0, so that a NaN z stays NaN in the loss
@@ -251,31 +282,16 @@ def abs_loss_and_grad(W1, W2, b, src, kept, seed_of, level_of, inv_p, coef, impo
                     s += g
                 gsum[j] += s
                 lsum[j] += ls
-                for k in range(m):  # dW2 = g h^T
-                    acc = np.float32(0.0)
-                    for t in range(T):
-                        acc += gb[j, t] * ab[k, t]
-                    dW2[i, j, k] += acc
-            for k in range(m):  # dL/dh = W2^T g where W1 x > 0; dW1 = dL/dh x^T
-                dhb[k, :T] = 0.0
-                for j in range(n):
-                    w = W2i[j, k]
-                    for t in range(T):
-                        dhb[k, t] += w * gb[j, t]
-                for t in range(T):
-                    if ab[k, t] <= 0.0:
-                        dhb[k, t] = 0.0
-                for j in range(n):
-                    acc = np.float32(0.0)
-                    for t in range(T):
-                        acc += dhb[k, t] * xb[j, t]
-                    dW1[i, k, j] += acc
-        zeros = B - columns  # all-zero columns: h = 0, y' - |x| = ReLU(b)
-        total = np.float32(0.0)
+            outer_accumulate(gb, ab, n, m, T, dW2[i])  # dW2 = g h^T
+            block_product(W2i.T, gb, m, n, T, zeros, dhb)  # dL/dh = W2^T g where W1 x > 0
+            mask_rows(dhb, ab, m, T)
+            outer_accumulate(dhb, xb, m, n, T, dW1[i])  # dW1 = dL/dh x^T
+        zeros_out = B - columns  # all-zero columns: h = 0, y' - |x| = ReLU(b)
+        total = ZERO
         for j in range(n):
             out = max(bi[j], 0.0)
-            db[i, j] = gsum[j] + zeros * coef[i, j] * out
-            total += importance[i, j] * (lsum[j] + zeros * out * out)
+            db[i, j] = gsum[j] + zeros_out * coef[i, j] * out
+            total += importance[i, j] * (lsum[j] + zeros_out * out * out)
         loss[i] = total / (B * n)
 
 
@@ -306,6 +322,20 @@ def output_error(z, xn, relu, g):
             for t in range(B):
                 e = z[i, j, t] + xn[i, j, t]
                 g[i, j, t] = e if (z[i, j, t] > 0.0 or not relu) else ZERO
+
+
+@nb.njit(cache=True, nogil=True)
+def uniforms_from_raw(raw, out):
+    """out (any shape, 2 len(raw) floats) = the uniforms numpy's PCG64 Generator.random(dtype=
+    float32) makes from the raw 64-bit outputs raw: each output gives two 32-bit halves, low
+    first, and a half's top 24 bits / 2^24 is one float (numpy's next_uint32 and next_float;
+    it keeps no half over when the count is even)."""
+    flat = out.reshape(-1)
+    scale = np.float32(1.0 / 16777216.0)
+    for i in range(raw.shape[0]):
+        u = raw[i]
+        flat[2 * i] = np.float32((u & np.uint64(0xFFFFFFFF)) >> np.uint64(8)) * scale
+        flat[2 * i + 1] = np.float32(u >> np.uint64(40)) * scale
 
 
 # The evaluation's (metrics.evaluate's) passes over its (n x samples) inputs and outputs.

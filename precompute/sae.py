@@ -104,25 +104,32 @@ def train(sweep, toy, cfg, device="cpu"):
     W_d /= W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
     inv_p = torch.tensor([1 / (1 - s) for s in sweep.sparsities], device=device).view(-1, 1, 1)
 
-    def hidden(batch, g, t_index):
+    def hidden(batch, g):
         x = toy_model.sample_inputs(torch.rand(len(tk), n, batch, generator=g, device=device), inv_p)
-        return torch.bmm(W_true, x)[t_index]  # (I, m, batch)
+        return torch.bmm(W_true, x)  # (T, m, batch), each target's h
 
-    # One batch per dictionary size, on the same data stream: padding every dictionary to the
-    # largest one (d = 40 for d = 5) would spend most of a step on masked-off latents.
-    fvu, l0, dead = torch.empty(I), torch.empty(I), torch.empty(I)
+    # One batch per dictionary size: padding every dictionary to the largest one (d = 40 for
+    # d = 5) would spend most of a step on masked-off latents. Every size trains on the same
+    # data, drawn once per step.
+    sizes = []
     for d in sorted(set(sweep.dict_sizes)):
         idx = torch.tensor([i for i, (_, size, _) in enumerate(rows) if size == d], device=device)
         sae = Params(W_d[idx, :, :d].contiguous(), torch.zeros(len(idx), m, 1, device=device))
-        opt = torch.optim.Adam(sae.tensors(), lr=cfg.learning_rate, fused=True)
-        data = torch.Generator(device).manual_seed(family_seed(fam.name, "sae/data"))
-        for _ in range(cfg.steps):
-            sae.loss_and_grad(hidden(cfg.batch_size, data, t_index[idx]), l1[idx])
+        sizes.append((d, idx, sae, torch.optim.Adam(sae.tensors(), lr=cfg.learning_rate,
+                                                   fused=True)))
+    data = torch.Generator(device).manual_seed(family_seed(fam.name, "sae/data"))
+    for _ in range(cfg.steps):
+        h = hidden(cfg.batch_size, data)
+        for d, idx, sae, opt in sizes:
+            sae.loss_and_grad(h[t_index[idx]], l1[idx])
             opt.step()
             sae.W_d /= sae.W_d.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        with torch.no_grad():  # evaluate on fresh inputs
-            h = hidden(cfg.eval_samples, torch.Generator(device).manual_seed(
-                family_seed(fam.name, "sae/eval")), t_index[idx])
+    fvu, l0, dead = torch.empty(I), torch.empty(I), torch.empty(I)
+    with torch.no_grad():  # evaluate on fresh inputs
+        h_eval = hidden(cfg.eval_samples, torch.Generator(device).manual_seed(
+            family_seed(fam.name, "sae/eval")))
+        for d, idx, sae, _ in sizes:
+            h = h_eval[t_index[idx]]
             f = sae.codes(h)[0]
             err = h - torch.baddbmm(sae.b_d, sae.W_d, f)
             spread = (h - h.mean(2, keepdim=True)).pow(2).sum((1, 2))

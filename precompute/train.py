@@ -121,10 +121,16 @@ class Batch:
 
 def uniform_(t, gen):
     """t filled in place with uniforms on [0, 1) from gen: a numpy Generator (drawn on the CPU,
-    then copied where t lives elsewhere) or a torch one."""
+    then copied where t lives elsewhere) or a torch one. A PCG64 Generator's even-sized draws
+    are made from its raw 64-bit outputs (kernels.uniforms_from_raw): the numbers of
+    gen.random(dtype=float32) in 60% of its time."""
     if isinstance(gen, torch.Generator):
         return t.uniform_(generator=gen)
-    if t.is_cpu and t.is_contiguous():
+    if t.is_cpu and t.is_contiguous() and t.numel() % 2 == 0 and \
+            isinstance(gen.bit_generator, np.random.PCG64):
+        from precompute import kernels  # numba: imported only where a step runs
+        kernels.uniforms_from_raw(gen.bit_generator.random_raw(t.numel() // 2), t.numpy())
+    elif t.is_cpu and t.is_contiguous():
         gen.random(out=t.numpy(), dtype=np.float32)
     else:
         t.copy_(torch.from_numpy(gen.random(tuple(t.shape), dtype=np.float32)))
@@ -140,19 +146,18 @@ class SetDraws:
 
     def __init__(self, family, lead, batch, device):
         self.k, sets = family.set_size, family.n_max // family.set_size
-        # one buffer (lead, 1, rows, batch) whose rows are the values, the activity uniforms and
-        # the picks: the layout kernels.toy_loss_and_grad reads
+        # one buffer (lead, 1, rows, batch) whose rows are the activity uniforms, the picks and
+        # the values, in the order they are drawn: the layout kernels.toy_loss_and_grad reads
         picks = sets if family.input_law == "anticorrelated" else 0
-        self.uniforms = torch.empty(lead, 1, family.n_max + sets + picks, batch, device=device)
-        self.value, self.active, self.pick = self.uniforms.split([family.n_max, sets, picks], 2)
+        self.uniforms = torch.empty(lead, 1, sets + picks + family.n_max, batch, device=device)
+        self.active, self.pick, self.value = self.uniforms.split([sets, picks, family.n_max], 2)
         self.pick = self.pick if picks else None
 
     def draw(self, gens):
-        """Each seed's uniforms from its own generator (one per leading row)."""
+        """Each seed's uniforms from its own generator (one per leading row), in one draw: the
+        numbers of drawing the activity uniforms, the picks and the values in turn."""
         for k, gen in enumerate(gens):
-            for t in (self.active, self.pick, self.value):
-                if t is not None:
-                    uniform_(t[k], gen)
+            uniform_(self.uniforms[k], gen)
 
     def inputs(self, seeds, inv_p, out):
         """x (s, P, n, batch) for a slice of the seeds; inv_p (s, P, n, 1). A set is active with
@@ -273,8 +278,7 @@ class KernelArgs:
         if sets is None:
             self.draws = SortedDraws(bt, trainer.r.numpy(), (0, n_max))
         else:
-            self.draws = SortedDraws(bt, sets.uniforms.squeeze(1).numpy(),
-                                     (n_max, n_max + n_max // sets.k))
+            self.draws = SortedDraws(bt, sets.uniforms.squeeze(1).numpy(), (0, n_max // sets.k))
         law = {"independent": kernels.INDEPENDENT, "correlated": kernels.CORRELATED,
                "anticorrelated": kernels.ANTICORRELATED}[bt.family.input_law]
         self.loss = np.empty(I, np.float32)

@@ -131,6 +131,17 @@ def test_input_distribution_matches_the_paper():
     assert active.max() < 1
 
 
+def test_training_uniforms_are_numpys():
+    """train.uniform_ makes a PCG64 Generator's floats from its raw outputs: the same numbers as
+    Generator.random(dtype=float32), draw after draw (so every seed keeps its stream), and an
+    odd-sized draw goes through numpy itself."""
+    ours, numpys = (np.random.Generator(np.random.PCG64(3)) for _ in range(2))
+    for shape in [(2, 20, 1024), (1, 7, 6), (3, 5)]:
+        t = train.uniform_(torch.empty(shape), ours)
+        assert np.array_equal(t.numpy(), numpys.random(shape, dtype=np.float32))
+    assert ours.bit_generator.state == numpys.bit_generator.state
+
+
 @pytest.mark.parametrize("law", ["correlated", "anticorrelated"])
 @pytest.mark.parametrize("path", ["trainer", "evaluation"])
 def test_set_input_laws_match_the_paper(law, path):
