@@ -10,7 +10,7 @@ uniform r per entry and seed, shared by that seed's grid points: x = 2 r / p - 1
 
 The model needs its hidden ReLU (|x| = ReLU(x) + ReLU(-x)), so neurons mean something here.
 A different model from toy_model.py with its own trainer: gradients by hand (as the toy model's),
-the fused AdamW, every grid point of a family in one batched tensor.
+AdamW (train.adamw), every grid point of a family in one batched tensor.
 """
 import math
 
@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from precompute.metrics import Correlation
-from precompute.train import Batch, SortedDraws, check_finite, family_seed
+from precompute.train import Batch, SortedDraws, adamw, check_finite, family_seed
 
 EVAL_CHUNK = 4096
 # feature_errors below BOTH_SIGNS: |x_i| computed; below ONE_SIGN: one sign of x_i only
@@ -81,11 +81,7 @@ def train_family(family, cfg, device="cpu", progress=True):
     """Train all instances; returns numpy W (I, m, n_max) = W1, W2 (I, n_max, m), b (I, n_max),
     loss_curve (I, steps // log_every) and curve_steps, as train.train_family does."""
     batch = Batch(family, device)
-    params = init_weights(batch)
-    for p in params:
-        p.grad = torch.zeros_like(p)
-    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                            fused=True)
+    opt, params = adamw(init_weights(batch), cfg, device)
     coef = 2.0 * batch.importance / (cfg.batch_size * batch.n.view(-1, 1, 1))
     gen = torch.Generator(device).manual_seed(family_seed(family.name, "data"))
     r = torch.empty(family.seeds, 1, family.n_max, cfg.batch_size, device=device)

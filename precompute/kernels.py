@@ -338,6 +338,23 @@ def uniforms_from_raw(raw, out):
         flat[2 * i + 1] = np.float32(u >> np.uint64(40)) * scale
 
 
+@nb.njit(cache=True, nogil=True)
+def adamw(p, g, m, v, lr, weight_decay, beta1, beta2, eps, step):
+    """One step of torch.optim.AdamW on flat float32 arrays, in place: parameters p, gradient g,
+    moments m and v, at 1-based step number `step`. The scalars are worked out in float64, then
+    applied in float32 in torch's order of operations (no fastmath: each product is rounded as
+    torch rounds it)."""
+    step_size = np.float32(-lr / (1.0 - beta1 ** step))
+    root = np.float32(np.sqrt(1.0 - beta2 ** step))
+    decay, b2, e = np.float32(1.0 - lr * weight_decay), np.float32(beta2), np.float32(eps)
+    w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)  # 1 - 0.999 in float32 is 5e-5 off
+    for i in range(p.shape[0]):
+        gi = g[i]
+        m[i] = m[i] + w1 * (gi - m[i])
+        v[i] = v[i] * b2 + (w2 * gi) * gi
+        p[i] = p[i] * decay + step_size * (m[i] / (np.sqrt(v[i]) / root + e))
+
+
 # The evaluation's (metrics.evaluate's) passes over its (n x samples) inputs and outputs.
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
