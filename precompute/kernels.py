@@ -1,15 +1,16 @@
 """Compiled loops (numba) for the training steps of small models: the toy model's loss and
 gradient (toy_model.loss_and_grad) and the absolute-value model's (abs_model.loss_and_grad), one
-loop per instance over blocks of batch columns; and the batched-product step's elementwise chains.
+loop per instance over blocks of batch columns; the batched-product step's elementwise chains;
+the uniforms of a draw and the AdamW update.
 
 A small model (m x n of a few hundred weights) is too small for a batched matrix product to pay:
 torch's bmm spends most of its time on per-matrix overhead, and each of the step's dozen passes
 goes out to memory. Here every quantity of a block of columns (x, h, z, the error, dL/dh) stays
 in the first-level cache, and the whole step is one call. Measured per step on one thread
 against the bmm step (benchmarks/bench_training.py --paths): phase (2560 models of 2 features)
-6.1x, packing2d 4.2x, correlated 4.0x, local_bases 2.5x, privileged 1.9x, linear 1.7x,
-superposition 1.3x; at m x n = 1000 (dynamics: n = 100, m = 10) the bmm step is 1.3x faster, so
-it stays there (train.FUSED_MAX).
+7.5x, packing2d 5.0x, correlated 4.7x, local_bases 3.1x, anticorrelated 2.7x, privileged 2.6x,
+superposition 1.7x, linear 1.6x; at m x n = 1000 (dynamics: n = 100, m = 10) the bmm step is
+1.2x faster, so it stays there (train.FUSED_MAX).
 
 The inputs come as the uniforms of one draw per seed, its batch columns sorted (sort_columns) so
 that an instance of density p needs only the prefix of columns where some feature may be active;

@@ -178,7 +178,7 @@ CHUNK_BYTES = 4 << 20
 
 
 # Models of at most this many weights (m x n_max) take the compiled step (kernels.py) on the CPU;
-# above it torch's batched products win (measured: n = 100, m = 10 ran 1.3-1.6x slower compiled).
+# above it torch's batched products win (measured: n = 100, m = 10 ran 1.2-1.6x slower compiled).
 FUSED_MAX = 250
 
 
