@@ -133,13 +133,15 @@ def test_input_distribution_matches_the_paper():
 
 def test_training_uniforms_are_numpys():
     """train.uniform_ makes a PCG64 Generator's floats from its raw outputs: the same numbers as
-    Generator.random(dtype=float32), draw after draw (so every seed keeps its stream), and an
-    odd-sized draw goes through numpy itself."""
+    Generator.random(dtype=float32), draw after draw (so every seed keeps its stream), whether
+    the generator holds a spare 32-bit half from an odd-sized draw (which goes through numpy
+    itself) or not."""
     ours, numpys = (np.random.Generator(np.random.PCG64(3)) for _ in range(2))
-    for shape in [(2, 20, 1024), (1, 7, 6), (3, 5)]:
+    for shape in [(2, 20, 1024), (1, 7, 6), (3, 5), (4, 6), (3,), (2, 8)]:
         t = train.uniform_(torch.empty(shape), ours)
-        assert np.array_equal(t.numpy(), numpys.random(shape, dtype=np.float32))
-    assert ours.bit_generator.state == numpys.bit_generator.state
+        assert np.array_equal(t.numpy(), numpys.random(shape, dtype=np.float32)), shape
+    state = lambda g: (g.bit_generator.state["state"], g.bit_generator.state["has_uint32"])
+    assert state(ours) == state(numpys)  # after an even draw: its spare half is unused
 
 
 @pytest.mark.parametrize("law", ["correlated", "anticorrelated"])
@@ -247,7 +249,7 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu):
 @pytest.mark.parametrize("path", ["two instances", "whole seeds", "compiled"])
 def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, path):
     """The trainer (hand-written gradient in chunks of batched products, or the compiled step;
-    fused AdamW) against autograd on the same inputs with the unfused AdamW: after 1000 steps,
+    the compiled AdamW) against autograd on the same inputs with the unfused AdamW: after 1000 steps,
     loss to 1e-5 relative and W, b to 1e-5."""
     fam = family("match", 20, 5, [0.0, 0.9, 0.99], 2, decay=0.7)
     cfg = replace(grid.train, steps=1000)
@@ -293,7 +295,6 @@ def test_compiled_adamw_is_torchs(grid):
         opt.step()
     for p, q in zip(ours.params, theirs):
         assert torch.allclose(p, q, rtol=1e-6, atol=0)
-        assert torch.allclose(p.grad, q.grad)
     m = torch.cat([opt.state[q]["exp_avg"].flatten() for q in theirs])
     v = torch.cat([opt.state[q]["exp_avg_sq"].flatten() for q in theirs])
     for a, b in ((ours.m, m), (ours.v, v)):  # m passes through 0: to 1e-6 of its scale
