@@ -1,5 +1,5 @@
 """Compiled loops (numba) for the training steps of small models: the toy model's loss and
-gradient (toy_model.loss_and_grad) and the absolute-value model's (abs_model.loss_and_grad), one
+gradient (toy_model.GradStep) and the absolute-value model's (abs_model.loss_and_grad), one
 loop per instance over blocks of batch columns; the batched-product step's elementwise chains;
 the uniforms of a draw and the AdamW update.
 
@@ -144,7 +144,7 @@ def mask_rows(d, h, rows, T):
 def toy_loss_and_grad(W, b, src, kept, seed_of, level_of, inv_p, coef, importance, n_of, relu,
                       hidden_relu, law, set_size, dW, db, loss):
     """For each instance i: dW[i] (m, n_max), db[i] (n_max,) and loss[i] of the toy model
-    (toy_model.loss_and_grad's; padding features get 0).
+    (toy_model.GradStep's; padding features get 0).
 
     W (I, m, n_max), b (I, n_max); inv_p, coef = 2 I_j / (B n), importance: (I, n_max); n_of,
     seed_of, level_of: (I,) int64. src and kept are sort_columns' output for each seed: the
@@ -296,7 +296,7 @@ def abs_loss_and_grad(W1, W2, b, src, kept, seed_of, level_of, inv_p, coef, impo
         loss[i] = total / (B * n)
 
 
-# The batched-product step's (toy_model.loss_and_grad's) two elementwise chains, each one pass
+# The batched-product step's (toy_model.GradStep's) two elementwise chains, each one pass
 # instead of two: the same float operations, so the same bytes as torch's.
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)

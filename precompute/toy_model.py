@@ -15,6 +15,8 @@ which is several times faster on the CPU than the batch-major layout.
 Inputs: x_i = 0 with probability S, else uniform on [0, 1]. One uniform r per entry suffices:
 with p = 1 - S, x = r / p where r < p, else 0; r / p is then uniform on [0, 1).
 """
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -68,6 +70,13 @@ class Workspace:
         self.h, self.dh = new(instances, m + 1, batch), new(instances, m, batch)
         self.h[:, m] = 1.0
         self.Wb, self.gWb = new(instances, n, m + 1), new(instances, m + 1, n)
+        self.Wc, self.dec = new(instances, m, n), new(instances, m, n)
+
+    def part(self, k):
+        """The buffers of the first k instances (for a smaller last chunk)."""
+        part = copy.copy(self)
+        part.__dict__.update({name: t[:k] for name, t in self.__dict__.items()})
+        return part
 
 
 def hidden(W, x, hidden_relu=False):
@@ -96,44 +105,65 @@ def loss(W, b, x, importance, n, relu=True, hidden_relu=False, h=None):
     return err.sum(dim=(1, 2)) / (x.shape[2] * n)
 
 
-def loss_and_grad(W, b, xn, coef, ws, dW, db, relu=True, importance=None, n=None,
-                  hidden_relu=False):
-    """The same loss, differentiated by hand, for inputs given negated (xn = -x, which saves a
-    pass in sampling), writing its gradients into dW (I, m, n) and db (I, n, 1). The arguments
-    may be a slice of a family's instances (ws is then used in part).
+class GradStep:
+    """The same loss, differentiated by hand, for fixed tensors: inputs given negated in xn (I, n,
+    B) (xn = -x, which saves a pass in sampling), refilled before each call, and the gradients
+    written into dW (I, m, n) and db (I, n, 1); ws holds exactly I instances' buffers
+    (Workspace.part). The tensors may be a slice of a family's instances. Every view a step
+    uses is made once, here: making them each step was a quarter of a step of two n = 100 models.
 
     With e = x' - x, g = e [z > 0] and coef = 2 I / (B n) per feature:
       dL/db = coef * sum_batch g,   dL/dW = (h g^T) coef  +  (W coef) g x^T,
     where with a hidden ReLU the encoder term is masked where h = 0: (((W coef) g) [h > 0]) x^T.
     coef multiplies the small (m x n) factors, never the (n x batch) ones, and the whole step
     makes about 13 passes over (n x batch) entries, against about 40 for autograd.
-    Returns the per-instance loss when importance and n are given (two extra passes).
     """
-    I, m, _ = W.shape
-    hn, z, g, Wb, gWb = ws.h[:I], ws.z[:I], ws.g[:I], ws.Wb[:I], ws.gWb[:I]
-    c = coef.transpose(1, 2)  # (I, 1, n)
-    torch.bmm(W, xn, out=hn[:, :m])  # -h
-    if hidden_relu:  # -ReLU(W x) = min(-W x, 0)
-        hn[:, :m].clamp_max_(0)
-    Wb[:, :, :m], Wb[:, :, m:] = -W.transpose(1, 2), b
-    torch.bmm(Wb, hn, out=z)  # W^T h + b
-    if g.is_cpu:  # the same two operations, compiled into one pass
-        from precompute import kernels  # numba: imported only where a step runs
-        kernels.output_error(z.numpy(), xn.numpy(), relu, g.numpy())
-    else:
-        torch.add(z, xn, out=g)  # e where the ReLU is on
-        if relu:  # no gradient where the ReLU is off (x' = 0)
-            torch.ops.aten.threshold_backward.grad_input(g, z, 0.0, grad_input=g)
-    value = None
-    if importance is not None:  # from z, not g, so that a NaN in W shows in the loss
-        e = (z.clamp_min(0) if relu else z) + xn
-        value = (e * e * importance).sum(dim=(1, 2)) / (xn.shape[2] * n)
-    torch.bmm(hn, g.transpose(1, 2), out=gWb)  # [-h g^T ; sum_batch g]
-    torch.mul(gWb[:, m:].transpose(1, 2), coef, out=db)
-    torch.bmm(W * c, g, out=ws.dh[:I])
-    if hidden_relu:
-        ws.dh[:I].mul_(hn[:, :m] < 0)
-    # dW = -(-h g^T coef) - (W coef) g xn^T
-    torch.baddbmm(torch.mul(gWb[:, :m], c), ws.dh[:I], xn.transpose(1, 2), beta=-1, alpha=-1,
-                  out=dW)
-    return value
+
+    def __init__(self, W, b, xn, coef, ws, dW, db, relu=True, hidden_relu=False):
+        m = W.shape[1]
+        self.W, self.b, self.xn, self.coef, self.dW, self.db = W, b, xn, coef, dW, db
+        self.relu, self.hidden_relu, self.ws = relu, hidden_relu, ws
+        self.c = coef.transpose(1, 2)  # (I, 1, n)
+        self.hn, self.h_m = ws.h, ws.h[:, :m]  # -h, with its row of ones
+        self.WT, self.Wb_W, self.Wb_b = W.transpose(1, 2), ws.Wb[:, :, :m], ws.Wb[:, :, m:]
+        self.gT, self.xnT = ws.g.transpose(1, 2), xn.transpose(1, 2)
+        self.hg, self.g_sum = ws.gWb[:, :m], ws.gWb[:, m:].transpose(1, 2)
+        self.compiled = None
+        if ws.g.is_cpu:  # the output error's two operations, compiled into one pass
+            from precompute import kernels  # numba: imported only where a step runs
+            self.compiled = (kernels.output_error, (ws.z.numpy(), xn.numpy(), relu, ws.g.numpy()))
+
+    def output_error(self):
+        """g = e where the output ReLU is on, else 0."""
+        if self.compiled:
+            kernel, args = self.compiled
+            return kernel(*args)
+        torch.add(self.ws.z, self.xn, out=self.ws.g)
+        if self.relu:
+            torch.ops.aten.threshold_backward.grad_input(self.ws.g, self.ws.z, 0.0,
+                                                         grad_input=self.ws.g)
+
+    def __call__(self, importance=None, n=None):
+        """Writes dW and db; returns the per-instance loss when importance and n are given (two
+        extra passes)."""
+        ws, xn, c = self.ws, self.xn, self.c
+        torch.bmm(self.W, xn, out=self.h_m)  # -h
+        if self.hidden_relu:  # -ReLU(W x) = min(-W x, 0)
+            self.h_m.clamp_max_(0)
+        torch.neg(self.WT, out=self.Wb_W)
+        self.Wb_b.copy_(self.b)
+        torch.bmm(ws.Wb, self.hn, out=ws.z)  # W^T h + b
+        self.output_error()
+        value = None
+        if importance is not None:  # from z, not g, so that a NaN in W shows in the loss
+            e = (ws.z.clamp_min(0) if self.relu else ws.z) + xn
+            value = (e * e * importance).sum(dim=(1, 2)) / (xn.shape[2] * n)
+        torch.bmm(self.hn, self.gT, out=ws.gWb)  # [-h g^T ; sum_batch g]
+        torch.mul(self.g_sum, self.coef, out=self.db)
+        torch.bmm(torch.mul(self.W, c, out=ws.Wc), ws.g, out=ws.dh)
+        if self.hidden_relu:
+            ws.dh.mul_(self.h_m < 0)
+        # dW = -(-h g^T coef) - (W coef) g xn^T
+        torch.baddbmm(torch.mul(self.hg, c, out=ws.dec), ws.dh, self.xnT, beta=-1, alpha=-1,
+                      out=self.dW)
+        return value

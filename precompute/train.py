@@ -203,9 +203,10 @@ class Trainer:
             self.kernel = KernelArgs(self)
             return
         per_chunk = CHUNK_BYTES // (4 * family.n_max * cfg.batch_size)
-        self.chunks = chunks(seeds, per_seed, per_chunk)
-        size = max(sl.stop - sl.start for _, sl in self.chunks)
-        self.ws = toy_model.Workspace(size, family.m, family.n_max, cfg.batch_size, device)
+        cuts = chunks(seeds, per_seed, per_chunk)
+        size = max(sl.stop - sl.start for _, sl in cuts)
+        ws = toy_model.Workspace(size, family.m, family.n_max, cfg.batch_size, device)
+        self.chunks = [Chunk(self, ws, seeds, sl) for seeds, sl in cuts]
 
     def step(self, want_loss=False):
         """One training step on every instance; returns the per-instance loss if want_loss."""
@@ -217,17 +218,7 @@ class Trainer:
             loss = self.kernel.loss_and_grad()
             self.opt.step()
             return torch.from_numpy(loss.copy()) if want_loss else None
-        bt, inv_p, losses = self.batch, self.batch.inv_p, []
-        for seeds, sl in self.chunks:  # seeds: the seed slice whose draws this chunk reads
-            k = sl.stop - sl.start
-            x = self.ws.x[:k].view(seeds.stop - seeds.start, -1, *self.ws.x.shape[1:])
-            chunk_inv_p = inv_p.flatten(0, 1)[sl].view_as(x[..., :1])
-            xn = negated_inputs(self.r[seeds], chunk_inv_p, x) if self.sets is None else \
-                self.sets.inputs(seeds, chunk_inv_p, x).neg_()
-            scored = (bt.importance[sl], bt.n[sl]) if want_loss else (None, None)
-            losses.append(toy_model.loss_and_grad(
-                self.W[sl], self.b[sl], xn.flatten(0, 1), self.coef[sl], self.ws, self.W.grad[sl],
-                self.b.grad[sl], bt.relu, *scored, hidden_relu=bt.hidden_relu))
+        losses = [chunk.step(want_loss) for chunk in self.chunks]
         self.opt.step()
         return torch.cat(losses) if want_loss else None
 
@@ -271,14 +262,36 @@ class CompiledAdamW:
         self.kernel(*self.arrays, *self.hyper, self.steps)
 
 
-def negated_inputs(r, inv_p, out):
-    """-x (s, P, n, B) for the batched-product step from each seed's uniforms r (s, n, B) and
-    1/p (s, P, n, 1): toy_model.sample_negated_inputs, in one compiled pass on the CPU."""
-    if not out.is_cpu:
-        return toy_model.sample_negated_inputs(r.unsqueeze(1), inv_p, out)
-    from precompute import kernels  # numba: imported only where a step runs
-    kernels.negated_inputs(r.numpy(), inv_p[..., 0].numpy(), out.numpy())
-    return out
+class Chunk:
+    """A chunk of a trainer's instances on the batched-product step (toy_model.GradStep), with
+    its views of the trainer's tensors and of the workspace made once. seeds: the slice of the
+    unit's seeds whose draws it reads; sl: its instances."""
+
+    def __init__(self, trainer, ws, seeds, sl):
+        bt, k = trainer.batch, sl.stop - sl.start
+        self.sets, self.seeds = trainer.sets, seeds
+        self.x = ws.x[:k].view(seeds.stop - seeds.start, -1, *ws.x.shape[1:])
+        self.inv_p, self.r = bt.inv_p.flatten(0, 1)[sl].view_as(self.x[..., :1]), trainer.r[seeds]
+        self.grad = toy_model.GradStep(trainer.W[sl], trainer.b[sl], self.x.flatten(0, 1),
+                                       trainer.coef[sl], ws.part(k), trainer.W.grad[sl],
+                                       trainer.b.grad[sl], bt.relu, bt.hidden_relu)
+        self.scored = (bt.importance[sl], bt.n[sl])
+        self.compiled = None
+        if self.x.is_cpu:  # the independent law's inputs in one compiled pass
+            from precompute import kernels  # numba: imported only where a step runs
+            self.compiled = (kernels.negated_inputs,
+                             (self.r.numpy(), self.inv_p[..., 0].numpy(), self.x.numpy()))
+
+    def step(self, want_loss):
+        """-x into the chunk's buffer from this step's draw, then its loss and gradient."""
+        if self.sets is not None:
+            self.sets.inputs(self.seeds, self.inv_p, self.x).neg_()
+        elif self.compiled:
+            kernel, args = self.compiled
+            kernel(*args)
+        else:
+            toy_model.sample_negated_inputs(self.r.unsqueeze(1), self.inv_p, self.x)
+        return self.grad(*(self.scored if want_loss else (None, None)))
 
 
 class SortedDraws:

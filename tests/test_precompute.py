@@ -240,8 +240,9 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu):
     dW, db = torch.zeros_like(W), torch.zeros_like(b)
     ws = toy_model.Workspace(I + 2, m, n, B, "cpu")  # larger than needed, as for a last chunk
     ws.__dict__.update({k: v.double() for k, v in ws.__dict__.items()})
-    value = toy_model.loss_and_grad(W, b, -x, 2 * importance / (B * n), ws, dW, db, relu,
-                                    importance, n_feat, hidden_relu)
+    step = toy_model.GradStep(W, b, -x, 2 * importance / (B * n), ws.part(I), dW, db, relu,
+                              hidden_relu)
+    value = step(importance, n_feat)
     assert torch.allclose(value, toy_model.loss(W, b, x, importance, n_feat, relu, hidden_relu))
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
 
