@@ -8,16 +8,19 @@ other load on the machine hits both alike, and the whole grid against one-model-
 
 Prints, per family, the median over rounds of reference time / our time for the same steps
 (range in brackets), then the whole grid's training time at the grid's step count, batched and
-as one reference model per grid point (timed on one model per feature count, scaled up).
+as one reference model per grid point (timed on one model per feature count, scaled up). Both
+have the machine's cores: the reference through torch's threads, ours as the build trains a
+family, its units (train.units) on one worker process per core, one thread each.
 --cold instead trains the families into an empty cache the way the build does (units on a pool
 of worker processes, evaluation included) and prints when each is done: the build's cold
 training time, e.g. of the paper-size sweep with
     --grid precompute/grid-paper.toml --family dimensionality --cold
 --paths instead times our trainer's two steps against each other per family: the compiled step
-(precompute/kernels.py) against the batched-product one (toy_model.loss_and_grad).
+(precompute/kernels.py) against the batched-product one (toy_model.GradStep).
 """
 import argparse
 import statistics
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -29,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from precompute import config, models  # noqa: E402
-from precompute.train import Trainer  # noqa: E402
+from precompute.train import Trainer, units  # noqa: E402
 import reference_trainer  # noqa: E402
 
 
@@ -40,16 +43,62 @@ def seconds_per_step(step, steps):
     return (time.perf_counter() - t) / steps
 
 
+class UnitWorkers:
+    """Our trainer as the build runs a family: its units (train.units), each on one thread, on
+    one worker process per core, the largest first to the least loaded worker (as the build's
+    pool takes them). The workers keep their trainers between calls, idle while the reference
+    runs."""
+
+    def __init__(self, fam, cfg):
+        ctx = multiprocessing.get_context("spawn")
+        work = [[] for _ in range(min(models.cores(), len(units(fam, cfg.batch_size))))]
+        for u in sorted(units(fam, cfg.batch_size), key=lambda u: -len(u.indices(fam.per_seed))):
+            min(work, key=lambda us: sum(len(v.indices(fam.per_seed)) for v in us)).append(u)
+        self.pipes, self.processes = [], []
+        for us in work:
+            here, there = ctx.Pipe()
+            self.processes.append(ctx.Process(target=unit_worker, args=(there, fam, cfg, us),
+                                              daemon=True))
+            self.processes[-1].start()
+            self.pipes.append(here)
+
+    def seconds_per_step(self, steps):
+        t = time.perf_counter()
+        for pipe in self.pipes:
+            pipe.send(steps)
+        for pipe in self.pipes:
+            pipe.recv()
+        return (time.perf_counter() - t) / steps
+
+    def close(self):
+        """Ends the workers and waits for them, so that nothing timed next shares the cores."""
+        for pipe in self.pipes:
+            pipe.send(0)
+        for p in self.processes:
+            p.join()
+
+
+def unit_worker(pipe, fam, cfg, us):
+    torch.set_num_threads(1)
+    trainers = [Trainer(fam, cfg, unit=u) for u in us]
+    while steps := pipe.recv():
+        for tr in trainers:
+            seconds_per_step(tr.step, steps)
+        pipe.send(True)
+
+
 def compare(fam, cfg, steps, rounds):
-    """(ours s/step, reference s/step, ratios per round) for one family, alternating the two."""
-    ours = Trainer(fam, cfg)
+    """(ours s/step, reference s/step, ratios per round) for one family, alternating the two:
+    the reference on all of torch's threads, ours on UnitWorkers."""
+    ours = UnitWorkers(fam, cfg)
     refs = reference_trainer.for_family(fam)
     ref_step = lambda: [r.step(cfg.batch_size) for r in refs]
-    seconds_per_step(ours.step, 20), seconds_per_step(ref_step, 5)  # warm up
+    ours.seconds_per_step(20), seconds_per_step(ref_step, 5)  # warm up (and compile)
     t_ours, t_ref = [], []
     for _ in range(rounds):
         t_ref.append(seconds_per_step(ref_step, max(20, steps // 4)))
-        t_ours.append(seconds_per_step(ours.step, steps))
+        t_ours.append(ours.seconds_per_step(steps))
+    ours.close()
     return min(t_ours), min(t_ref), [r / o for r, o in zip(t_ref, t_ours)]
 
 
@@ -113,8 +162,9 @@ def main():
             print(f"{name:16}{len(fam.instances):>7}{t_fused * 1e3:>12.2f}{t_bmm * 1e3:>12.2f}"
                   f"{statistics.median(ratios):>8.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.rounds} rounds of "
-          f"{args.steps} steps (ours) against {max(20, args.steps // 4)} (reference)")
+    print(f"torch {torch.__version__}; the reference on {torch.get_num_threads()} threads, ours on "
+          f"{models.cores()} worker processes of one thread; {args.rounds} rounds of {args.steps} steps "
+          f"(ours) against {max(20, args.steps // 4)} (reference)")
     print(f"{'family':16}{'models':>7}{'ours ms/step':>13}{'ref ms/step':>12}{'speedup':>21}")
     ours_s = single_s = 0.0
     for name in names:

@@ -37,18 +37,20 @@ class Unit:
 
 
 # A unit holds about this many (instance x feature x batch column) entries per step, at least one
-# seed's grid point. Units are cut from the family alone, never from the number of workers, so a
-# model's bytes do not depend on the machine that trained it.
+# seed's grid point, and at most half of a family's seeds, so that two cores can share any family
+# of several seeds (a seed draws its own inputs, so cutting between seeds changes no model's
+# bytes). Units are cut from the family alone, never from the number of workers, so a model's
+# bytes do not depend on the machine that trained it.
 UNIT_ENTRIES = 3_000_000
 
 
 def units(family, batch_size):
-    """The family's training units: runs of whole seeds up to UNIT_ENTRIES, or, where one seed
-    is larger, equal parts of its grid points."""
+    """The family's training units: runs of whole seeds up to UNIT_ENTRIES and half the seeds,
+    or, where one seed is larger, equal parts of its grid points."""
     per_seed = family.per_seed
     seed_entries = per_seed * family.n_max * batch_size
     if seed_entries <= UNIT_ENTRIES:
-        step = UNIT_ENTRIES // seed_entries
+        step = min(UNIT_ENTRIES // seed_entries, math.ceil(family.seeds / 2))
         return [Unit(range(s, min(s + step, family.seeds)), range(per_seed))
                 for s in range(0, family.seeds, step)]
     parts = min(per_seed, math.ceil(seed_entries / UNIT_ENTRIES))

@@ -346,12 +346,16 @@ def test_units_and_workers_do_not_change_a_model(grid, tmp_path, monkeypatch):
     trained by two workers is, byte for byte, the family trained in this process; a model trained
     in a unit of its own (apart from its seed's other grid points and from the other seeds) is the
     model trained with its whole family, to float rounding, on both the batched-product and the
-    compiled step."""
+    compiled step; cut between seeds only, as the default units are, byte for byte."""
     fam = family("units", 8, 3, [0.0, 0.7, 0.99], 3)
     cfg = replace(grid.train, steps=200, eval_samples=8192)
     for fused in (False, True):
         monkeypatch.setattr(train, "FUSED_MAX", 10**9 if fused else 0)
-        whole = train.train_family(fam, cfg, progress=False)
+        whole = train.train_unit(fam, cfg, train.whole(fam), progress=False)
+        assert [(u.seeds, u.positions) for u in train.units(fam, cfg.batch_size)] == \
+            [(range(0, 2), range(3)), (range(2, 3), range(3))]  # at most half the seeds a unit
+        by_seeds = train.train_family(fam, cfg, progress=False)
+        assert all(np.array_equal(by_seeds[k], whole[k]) for k in whole), fused
         monkeypatch.setattr(train, "UNIT_ENTRIES", 1)  # one grid point of one seed per unit
         assert len(train.units(fam, cfg.batch_size)) == 9
         split = train.train_family(fam, cfg, progress=False)
