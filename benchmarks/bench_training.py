@@ -60,6 +60,7 @@ class UnitWorkers:
             self.processes.append(ctx.Process(target=unit_worker, args=(there, fam, cfg, us),
                                               daemon=True))
             self.processes[-1].start()
+            there.close()  # the worker's end: if the worker dies, recv() raises, not hangs
             self.pipes.append(here)
 
     def seconds_per_step(self, steps):
@@ -73,7 +74,8 @@ class UnitWorkers:
     def close(self):
         """Ends the workers and waits for them, so that nothing timed next shares the cores."""
         for pipe in self.pipes:
-            pipe.send(0)
+            with contextlib.suppress(OSError):  # a worker that died has closed its end
+                pipe.send(0)
         for p in self.processes:
             p.join()
 
@@ -93,12 +95,14 @@ def compare(fam, cfg, steps, rounds):
     ours = UnitWorkers(fam, cfg)
     refs = reference_trainer.for_family(fam)
     ref_step = lambda: [r.step(cfg.batch_size) for r in refs]
-    ours.seconds_per_step(20), seconds_per_step(ref_step, 5)  # warm up (and compile)
     t_ours, t_ref = [], []
-    for _ in range(rounds):
-        t_ref.append(seconds_per_step(ref_step, max(20, steps // 4)))
-        t_ours.append(ours.seconds_per_step(steps))
-    ours.close()
+    try:
+        ours.seconds_per_step(20), seconds_per_step(ref_step, 5)  # warm up (and compile)
+        for _ in range(rounds):
+            t_ref.append(seconds_per_step(ref_step, max(20, steps // 4)))
+            t_ours.append(ours.seconds_per_step(steps))
+    finally:
+        ours.close()
     return min(t_ours), min(t_ref), [r / o for r, o in zip(t_ref, t_ours)]
 
 
@@ -163,8 +167,8 @@ def main():
                   f"{statistics.median(ratios):>8.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]")
         return
     print(f"torch {torch.__version__}; the reference on {torch.get_num_threads()} threads, ours on "
-          f"{models.cores()} worker processes of one thread; {args.rounds} rounds of {args.steps} steps "
-          f"(ours) against {max(20, args.steps // 4)} (reference)")
+          f"up to {models.cores()} worker processes of one thread; {args.rounds} rounds of "
+          f"{args.steps} steps (ours) against {max(20, args.steps // 4)} (reference)")
     print(f"{'family':16}{'models':>7}{'ours ms/step':>13}{'ref ms/step':>12}{'speedup':>21}")
     ours_s = single_s = 0.0
     for name in names:
