@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Training speed: the project's trainer against a notebook-style reference trainer
-(benchmarks/reference_trainer.py) on the same families, alternating the two in one process so that
-other load on the machine hits both alike, and the whole grid against one-model-at-a-time training.
+(benchmarks/reference_trainer.py) on the same families, alternating the two so that other load on
+the machine hits both alike, and the whole grid against one-model-at-a-time training.
 
     python benchmarks/bench_training.py [--grid FILE] [--family NAME ...] [--steps 300]
                                         [--rounds 3] [--cold [--workers K]] [--paths]
@@ -19,8 +19,9 @@ training time, e.g. of the paper-size sweep with
 (precompute/kernels.py) against the batched-product one (toy_model.GradStep).
 """
 import argparse
-import statistics
+import contextlib
 import multiprocessing
+import statistics
 import sys
 import tempfile
 import time
