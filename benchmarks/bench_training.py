@@ -52,9 +52,11 @@ class UnitWorkers:
 
     def __init__(self, fam, cfg):
         ctx = multiprocessing.get_context("spawn")
-        work = [[] for _ in range(min(models.cores(), len(units(fam, cfg.batch_size))))]
-        for u in sorted(units(fam, cfg.batch_size), key=lambda u: -len(u.indices(fam.per_seed))):
-            min(work, key=lambda us: sum(len(v.indices(fam.per_seed)) for v in us)).append(u)
+        size = lambda u: len(u.seeds) * len(u.positions)
+        cut = sorted(units(fam, cfg.batch_size), key=size, reverse=True)
+        work = [[] for _ in range(min(models.cores(), len(cut)))]
+        for u in cut:
+            min(work, key=lambda us: sum(map(size, us))).append(u)
         self.pipes, self.processes = [], []
         for us in work:
             here, there = ctx.Pipe()

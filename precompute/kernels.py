@@ -348,7 +348,8 @@ def adamw(p, g, m, v, lr, weight_decay, beta1, beta2, eps, step):
     step_size = np.float32(-lr / (1.0 - beta1 ** step))
     root = np.float32(np.sqrt(1.0 - beta2 ** step))
     decay, b2, e = np.float32(1.0 - lr * weight_decay), np.float32(beta2), np.float32(eps)
-    w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)  # 1 - 0.999 worked in float32 is 1.3e-5 off
+    # 1 - beta worked out in float64, then rounded: 1 - 0.999 worked in float32 is 1.3e-5 off
+    w1, w2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2)
     for i in range(p.shape[0]):
         gi = g[i]
         m[i] = m[i] + w1 * (gi - m[i])

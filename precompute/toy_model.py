@@ -16,6 +16,7 @@ Inputs: x_i = 0 with probability S, else uniform on [0, 1]. One uniform r per en
 with p = 1 - S, x = r / p where r < p, else 0; r / p is then uniform on [0, 1).
 """
 import copy
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -131,13 +132,13 @@ class GradStep:
         self.compiled = None
         if ws.g.is_cpu:  # the output error's two operations, compiled into one pass
             from precompute import kernels  # numba: imported only where a step runs
-            self.compiled = (kernels.output_error, (ws.z.numpy(), xn.numpy(), relu, ws.g.numpy()))
+            self.compiled = functools.partial(kernels.output_error, ws.z.numpy(), xn.numpy(), relu,
+                                              ws.g.numpy())
 
     def output_error(self):
         """g = e where the output ReLU is on, else 0."""
         if self.compiled:
-            kernel, args = self.compiled
-            return kernel(*args)
+            return self.compiled()
         torch.add(self.ws.z, self.xn, out=self.ws.g)
         if self.relu:
             torch.ops.aten.threshold_backward.grad_input(self.ws.g, self.ws.z, 0.0,

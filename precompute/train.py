@@ -7,6 +7,7 @@ still sees exactly the paper's input distribution and a fresh batch every step; 
 one seed share their random numbers (common random numbers), which makes sweeps smooth and costs
 one draw per seed and unit instead of one per instance. Seeds differ in both their initialisation and their data.
 """
+import functools
 import hashlib
 import math
 from contextlib import contextmanager
@@ -281,16 +282,15 @@ class Chunk:
         self.compiled = None
         if self.x.is_cpu:  # the independent law's inputs in one compiled pass
             from precompute import kernels  # numba: imported only where a step runs
-            self.compiled = (kernels.negated_inputs,
-                             (self.r.numpy(), self.inv_p[..., 0].numpy(), self.x.numpy()))
+            self.compiled = functools.partial(kernels.negated_inputs, self.r.numpy(),
+                                              self.inv_p[..., 0].numpy(), self.x.numpy())
 
     def step(self, want_loss):
         """-x into the chunk's buffer from this step's draw, then its loss and gradient."""
         if self.sets is not None:
             self.sets.inputs(self.seeds, self.inv_p, self.x).neg_()
         elif self.compiled:
-            kernel, args = self.compiled
-            kernel(*args)
+            self.compiled()
         else:
             toy_model.sample_negated_inputs(self.r.unsqueeze(1), self.inv_p, self.x)
         return self.grad(*(self.scored if want_loss else (None, None)))

@@ -250,8 +250,8 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu):
 @pytest.mark.parametrize("path", ["two instances", "whole seeds", "compiled"])
 def test_fast_trainer_matches_the_plain_path(grid, monkeypatch, path):
     """The trainer (hand-written gradient in chunks of batched products, or the compiled step;
-    the compiled AdamW) against autograd on the same inputs with the unfused AdamW: after 1000 steps,
-    loss to 1e-5 relative and W, b to 1e-5."""
+    the compiled AdamW) against autograd on the same inputs with the unfused AdamW: after 1000
+    steps, loss to 1e-5 relative and W, b to 1e-5."""
     fam = family("match", 20, 5, [0.0, 0.9, 0.99], 2, decay=0.7)
     cfg = replace(grid.train, steps=1000)
     if path == "two instances":
