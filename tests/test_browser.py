@@ -296,11 +296,15 @@ def test_printed_with_a_dark_preference_the_bibtex_reads(browser, site):
     page.close()
 
 
+@pytest.mark.parametrize("width", [1280, 375])
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_axe_finds_no_violations(browser, site, scheme):
+def test_axe_finds_no_violations(browser, site, scheme, width):
+    """axe-core on the main pages, in both schemes, on a desktop and a phone (where the wider
+    display equations scroll sideways and must take keyboard focus)."""
     from axe_playwright_python.sync_playwright import Axe
     for path in ["index.html", "figures/index.html", "figures/lab-packing/index.html", "404.html"]:
         page = browser.new_page()
+        page.set_viewport_size({"width": width, "height": 900})
         page.emulate_media(color_scheme=scheme)
         page.goto((site / path).as_uri())
         if path != "404.html" and path != "figures/index.html":

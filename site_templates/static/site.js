@@ -132,9 +132,21 @@
     });
   }
 
+  // A display equation wider than its column scrolls sideways (style.css); a keyboard can scroll
+  // it only if it takes focus, so the wide ones (on a phone, say) do and the others stay out of
+  // the tab order. Measured once the math font is in, and again when the window changes size.
+  function focusWideMath() {
+    document.querySelectorAll('math[display="block"]').forEach(function (m) {
+      if (m.scrollWidth > m.clientWidth) m.setAttribute("tabindex", "0");
+      else m.removeAttribute("tabindex");
+    });
+  }
+  window.addEventListener("resize", focusWideMath);
+
   function renderAll() {
     document.documentElement.classList.add("js");
-    return Promise.all(Array.prototype.map.call(document.querySelectorAll(".chart[data-figure]"), render))
+    var charts = Array.prototype.map.call(document.querySelectorAll(".chart[data-figure]"), render);
+    return Promise.all(charts.concat(document.fonts.ready.then(focusWideMath)))
       .then(function () { document.documentElement.setAttribute("data-figures", "rendered"); });
   }
 
