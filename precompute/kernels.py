@@ -20,6 +20,9 @@ values are finite, so that a diverged model still shows NaN in its loss).
 """
 import numba as nb
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
 
 # Columns per block: 256 keeps a block's x, h, z and dL/dh in the first-level cache for the
 # models this runs (n x 256 floats: 20 KB at n = 20) and amortises the dot products' horizontal
@@ -325,18 +328,89 @@ def output_error(z, xn, relu, g):
                 g[i, j, t] = e if (z[i, j, t] > 0.0 or not relu) else ZERO
 
 
+# numpy's PCG64 (PCG XSL RR 128/64): the state s advances as s <- a s + inc (mod 2^128), and each
+# advance gives one 64-bit output from the new state; two float32 uniforms per output.
+PCG64_MULT = 0x2360ED051FC65DA44385DF649FCCF645
+PCG64_LANES = 8  # copies of the generator, each a step ahead of the last (measured best of 4-16)
+U64 = np.uint64
+
+
+@intrinsic
+def _umulhi(typingctx, a, b):
+    """The high 64 bits of the 128-bit product of two uint64 (one x86 mulx)."""
+    def codegen(context, builder, signature, args):
+        wide = ir.IntType(128)
+        product = builder.mul(builder.zext(args[0], wide), builder.zext(args[1], wide))
+        return builder.trunc(builder.lshr(product, ir.Constant(wide, 64)), ir.IntType(64))
+    return types.uint64(types.uint64, types.uint64), codegen
+
+
+@nb.njit(inline="always")
+def _pcg64_advance(hi, lo, a_hi, a_lo, c_hi, c_lo):
+    """(a s + c) mod 2^128 for s, a and c given as (high, low) 64-bit halves."""
+    prod_lo = lo * a_lo
+    prod_hi = _umulhi(lo, a_lo) + lo * a_hi + hi * a_lo
+    new_lo = prod_lo + c_lo
+    return prod_hi + c_hi + (U64(1) if new_lo < prod_lo else U64(0)), new_lo
+
+
+@nb.njit(inline="always")
+def _pcg64_output(hi, lo):
+    """The output of state (hi, lo): hi ^ lo rotated right by the state's top 6 bits."""
+    x = hi ^ lo
+    rot = hi >> U64(58)
+    return (x >> rot) | (x << ((U64(64) - rot) & U64(63)))
+
+
+@nb.njit(inline="always")
+def _two_floats(out, k, v, scale):
+    """numpy's next_float twice from one output: the low 32-bit half first, each half's top 24
+    bits / 2^24."""
+    out[k] = np.float32((v & U64(0xFFFFFFFF)) >> U64(8)) * scale
+    out[k + 1] = np.float32(v >> U64(40)) * scale
+
+
 @nb.njit(cache=True, nogil=True)
-def uniforms_from_raw(raw, out):
-    """out (any shape, 2 len(raw) floats) = the uniforms numpy's PCG64 Generator.random(dtype=
-    float32) makes from the raw 64-bit outputs raw: each output gives two 32-bit halves, low
-    first, and a half's top 24 bits / 2^24 is one float (numpy's next_uint32 and next_float),
-    for a generator that holds no spare half from an earlier odd-sized draw."""
-    flat = out.reshape(-1)
+def pcg64_uniforms(words, consts, out):
+    """out (1-D float32) = the next uniforms of numpy's Generator(PCG64).random(dtype=float32),
+    the same numbers, for the generator in words (uint64: state high and low, inc high and low,
+    whether a spare 32-bit half is held, the spare), which it advances. consts (uint64): the
+    multiplier a and, for PCG64_LANES steps at once, a^L and inc (a^(L-1) + ... + 1), each high
+    and low. L copies of the generator, a step apart, each advancing L steps at a time, have no
+    dependency between them, so their multiplications overlap: numpy's one chain waits on each."""
+    a_hi, a_lo, aL_hi, aL_lo, cL_hi, cL_lo = consts[0], consts[1], consts[2], consts[3], \
+        consts[4], consts[5]
+    hi, lo, c_hi, c_lo = words[0], words[1], words[2], words[3]
     scale = np.float32(1.0 / 16777216.0)
-    for i in range(raw.shape[0]):
-        u = raw[i]
-        flat[2 * i] = np.float32((u & np.uint64(0xFFFFFFFF)) >> np.uint64(8)) * scale
-        flat[2 * i + 1] = np.float32(u >> np.uint64(40)) * scale
+    N, k = out.shape[0], 0
+    if words[4] != U64(0) and N > 0:  # the spare half of an earlier odd-sized draw comes first
+        out[0] = np.float32(words[5] >> U64(8)) * scale
+        words[4], k = U64(0), 1
+    L = PCG64_LANES
+    pairs = (N - k) // 2
+    blocks = pairs // L
+    lane_hi, lane_lo = np.empty(L, np.uint64), np.empty(L, np.uint64)
+    t_hi, t_lo = hi, lo
+    for i in range(L):  # copy i holds the state of output i
+        t_hi, t_lo = _pcg64_advance(t_hi, t_lo, a_hi, a_lo, c_hi, c_lo)
+        lane_hi[i], lane_lo[i] = t_hi, t_lo
+    for j in range(blocks):
+        for i in range(L):
+            s_hi, s_lo = lane_hi[i], lane_lo[i]
+            _two_floats(out, k + 2 * (j * L + i), _pcg64_output(s_hi, s_lo), scale)
+            lane_hi[i], lane_lo[i] = _pcg64_advance(s_hi, s_lo, aL_hi, aL_lo, cL_hi, cL_lo)
+        hi, lo = s_hi, s_lo  # the state of the last output drawn
+    k += 2 * L * blocks
+    for _ in range(pairs - L * blocks):
+        hi, lo = _pcg64_advance(hi, lo, a_hi, a_lo, c_hi, c_lo)
+        _two_floats(out, k, _pcg64_output(hi, lo), scale)
+        k += 2
+    if k < N:  # an odd count: one more output, its high half kept for the next draw
+        hi, lo = _pcg64_advance(hi, lo, a_hi, a_lo, c_hi, c_lo)
+        v = _pcg64_output(hi, lo)
+        out[k] = np.float32((v & U64(0xFFFFFFFF)) >> U64(8)) * scale
+        words[4], words[5] = U64(1), v >> U64(32)
+    words[0], words[1] = hi, lo
 
 
 @nb.njit(cache=True, nogil=True)

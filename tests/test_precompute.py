@@ -132,16 +132,19 @@ def test_input_distribution_matches_the_paper():
 
 
 def test_training_uniforms_are_numpys():
-    """train.uniform_ makes a PCG64 Generator's floats from its raw outputs: the same numbers as
-    Generator.random(dtype=float32), draw after draw (so every seed keeps its stream), whether
-    the generator holds a spare 32-bit half from an odd-sized draw (which goes through numpy
-    itself) or not."""
-    ours, numpys = (np.random.Generator(np.random.PCG64(3)) for _ in range(2))
-    for shape in [(2, 20, 1024), (1, 7, 6), (3, 5), (4, 6), (3,), (2, 8)]:
+    """train.Stream, the trainer's compiled PCG64, makes numpy's floats: the same numbers as
+    Generator(PCG64).random(dtype=float32), draw after draw (so every seed keeps its stream),
+    for draws long enough for its eight-copy loop and short ones, of odd sizes (which leave a
+    spare 32-bit half for the next draw) and even, and the same state after them."""
+    ours, numpys = train.Stream(3), np.random.Generator(np.random.PCG64(3))
+    for shape in [(2, 20, 1024), (1, 7, 6), (3, 5), (4, 6), (3,), (2, 8), (1,), (33,), (17, 3),
+                  (40,), (1, 2), (4,)]:
         t = train.uniform_(torch.empty(shape), ours)
         assert np.array_equal(t.numpy(), numpys.random(shape, dtype=np.float32)), shape
-    state = lambda g: (g.bit_generator.state["state"], g.bit_generator.state["has_uint32"])
-    assert state(ours) == state(numpys)  # after an even draw: its spare half is unused
+    state = numpys.bit_generator.state
+    assert int(ours.words[0]) << 64 | int(ours.words[1]) == state["state"]["state"]
+    assert int(ours.words[4]) == state["has_uint32"] == 1  # the draws left a spare half
+    assert int(ours.words[5]) == state["uinteger"]
 
 
 @pytest.mark.parametrize("law", ["correlated", "anticorrelated"])
