@@ -300,7 +300,7 @@ def abs_loss_and_grad(W1, W2, b, src, kept, seed_of, level_of, inv_p, coef, impo
 
 
 # The batched-product step's (toy_model.GradStep's) two elementwise chains, each one pass
-# instead of two: the same float operations, so the same bytes as torch's.
+# instead of several.
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
 def negated_inputs(r, inv_p, out):
@@ -318,14 +318,28 @@ def negated_inputs(r, inv_p, out):
 
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
-def output_error(z, xn, relu, g):
-    """g = z + xn (x' - x where the output is z) where the output ReLU is on, else 0; (I, n, B)."""
+def output_error(z, xn, relu, importance, total):
+    """z (I, n, B) becomes g = z + xn (x' - x where the output is z) where the output ReLU is on,
+    else 0, in place. Unless importance (I, n) is None, total[i] = the sum over features j and
+    columns of importance[i, j] (x' - x)^2, in float64 across rows, read from z before it is
+    overwritten (x' = z * 0 where the ReLU is off, so that a NaN in W shows in the loss)."""
     I, n, B = z.shape
     for i in range(I):
+        sum_i = 0.0
         for j in range(n):
+            row = ZERO
             for t in range(B):
-                e = z[i, j, t] + xn[i, j, t]
-                g[i, j, t] = e if (z[i, j, t] > 0.0 or not relu) else ZERO
+                y = z[i, j, t]
+                on = y > 0.0 or not relu
+                e = y + xn[i, j, t]
+                z[i, j, t] = e if on else ZERO
+                if importance is not None:
+                    d = (y if on else y * ZERO) + xn[i, j, t]
+                    row += d * d
+            if importance is not None:
+                sum_i += importance[i, j] * np.float64(row)
+        if total is not None:
+            total[i] = sum_i
 
 
 # numpy's PCG64 (PCG XSL RR 128/64): the state s advances as s <- a s + inc (mod 2^128), and each

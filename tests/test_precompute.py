@@ -229,8 +229,9 @@ def test_conditioned_evaluation_is_the_plain_expectation():
     assert cond.std(0)[1] * 3 < plain.std(0)[1] * np.sqrt(8), (cond.std(0), plain.std(0))
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["cpu", "torch ops (other devices)"])
 @pytest.mark.parametrize("relu, hidden_relu", [(True, False), (False, False), (True, True)])
-def test_fused_gradient_equals_autograd(relu, hidden_relu):
+def test_fused_gradient_equals_autograd(relu, hidden_relu, compiled):
     torch.manual_seed(0)
     I, m, n, B = 4, 3, 7, 64
     W = torch.randn(I, m, n, dtype=torch.float64)
@@ -245,6 +246,9 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu):
     ws.__dict__.update({k: v.double() for k, v in ws.__dict__.items()})
     step = toy_model.GradStep(W, b, -x, 2 * importance / (B * n), ws.part(I), dW, db, relu,
                               hidden_relu)
+    assert step.compiled is not None  # on the CPU
+    if not compiled:  # the path taken where the tensors are not on the CPU
+        step.compiled = None
     value = step(importance, n_feat)
     assert torch.allclose(value, toy_model.loss(W, b, x, importance, n_feat, relu, hidden_relu))
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
