@@ -10,7 +10,7 @@ in the first-level cache, and the whole step is one call. Measured per step on o
 against the bmm step (benchmarks/bench_training.py --paths): phase (2560 models of 2 features)
 7.5x, packing2d 5.0x, correlated 4.7x, local_bases 3.1x, anticorrelated 2.7x, privileged 2.6x,
 superposition 1.7x, linear 1.6x; at m x n = 1000 (dynamics: n = 100, m = 10) the bmm step is
-1.2x faster, so it stays there (train.FUSED_MAX).
+1.6x faster, so it stays there (train.FUSED_MAX).
 
 The inputs come as the uniforms of one draw per seed, its batch columns sorted (sort_columns) so
 that an instance of density p needs only the prefix of columns where some feature may be active;
