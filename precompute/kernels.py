@@ -322,7 +322,8 @@ def output_error(z, xn, relu, importance, total):
     """z (I, n, B) becomes g = z + xn (x' - x where the output is z) where the output ReLU is on,
     else 0, in place. Unless importance (I, n) is None, total[i] = the sum over features j and
     columns of importance[i, j] (x' - x)^2, in float64 across rows, read from z before it is
-    overwritten (x' = z * 0 where the ReLU is off, so that a NaN in W shows in the loss)."""
+    overwritten (x' = 0 where z <= 0 under the ReLU, else z: a NaN in W shows in the loss, as in
+    the torch path's clamp_min)."""
     I, n, B = z.shape
     for i in range(I):
         sum_i = 0.0
@@ -334,7 +335,7 @@ def output_error(z, xn, relu, importance, total):
                 e = y + xn[i, j, t]
                 z[i, j, t] = e if on else ZERO
                 if importance is not None:
-                    d = (y if on else y * ZERO) + xn[i, j, t]
+                    d = (ZERO if relu and y <= 0.0 else y) + xn[i, j, t]
                     row += d * d
             if importance is not None:
                 sum_i += importance[i, j] * np.float64(row)

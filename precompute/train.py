@@ -140,7 +140,10 @@ class Stream:
         self.consts = np.array(halves(a) + halves(a_L) + halves(c_L), np.uint64)
 
     def fill(self, a):
-        """a (a contiguous float32 numpy array) filled in place."""
+        """a (a float32 numpy array) filled in place, in C order."""
+        if not a.flags.c_contiguous:  # reshape(-1) would fill a copy
+            a[...] = self.fill(np.empty(a.shape, np.float32))
+            return a
         self.kernel(self.words, self.consts, a.reshape(-1))
         return a
 

@@ -145,6 +145,8 @@ def test_training_uniforms_are_numpys():
     assert int(ours.words[0]) << 64 | int(ours.words[1]) == state["state"]["state"]
     assert int(ours.words[4]) == state["has_uint32"] == 1  # the draws left a spare half
     assert int(ours.words[5]) == state["uinteger"]
+    columns = ours.fill(np.empty((6, 4), np.float32).T)  # not C-contiguous: filled all the same
+    assert np.array_equal(columns, numpys.random((4, 6), dtype=np.float32))
 
 
 @pytest.mark.parametrize("law", ["correlated", "anticorrelated"])
@@ -252,6 +254,12 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu, compiled):
     value = step(importance, n_feat)
     assert torch.allclose(value, toy_model.loss(W, b, x, importance, n_feat, relu, hidden_relu))
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
+    dW.zero_(), db.zero_()
+    assert step() is None  # training's usual call, without the loss: the same gradient
+    assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
+    W[1, 0, 2] = float("nan")  # a model that diverged shows it in its loss, on either path
+    value = step(importance, n_feat)
+    assert torch.isnan(value[1]) and not torch.isnan(value[[0, 2, 3]]).any()
 
 
 @pytest.mark.parametrize("path", ["two instances", "whole seeds", "compiled"])
