@@ -378,11 +378,16 @@ def _pcg64_output(hi, lo):
 
 
 @nb.njit(inline="always")
-def _two_floats(out, k, v, scale):
-    """numpy's next_float twice from one output: the low 32-bit half first, each half's top 24
-    bits / 2^24."""
-    out[k] = np.float32((v & U64(0xFFFFFFFF)) >> U64(8)) * scale
-    out[k + 1] = np.float32(v >> U64(40)) * scale
+def _half_to_float(half):
+    """numpy's next_float from a 32-bit half (held in a uint64): its top 24 bits / 2^24."""
+    return np.float32(half >> U64(8)) * np.float32(1.0 / 16777216.0)
+
+
+@nb.njit(inline="always")
+def _two_floats(out, k, v):
+    """numpy's next_float twice from one output: the low 32-bit half first."""
+    out[k] = _half_to_float(v & U64(0xFFFFFFFF))
+    out[k + 1] = _half_to_float(v >> U64(32))
 
 
 @nb.njit(cache=True, nogil=True)
@@ -396,10 +401,9 @@ def pcg64_uniforms(words, consts, out):
     a_hi, a_lo, aL_hi, aL_lo, cL_hi, cL_lo = consts[0], consts[1], consts[2], consts[3], \
         consts[4], consts[5]
     hi, lo, c_hi, c_lo = words[0], words[1], words[2], words[3]
-    scale = np.float32(1.0 / 16777216.0)
     N, k = out.shape[0], 0
     if words[4] != U64(0) and N > 0:  # the spare half of an earlier odd-sized draw comes first
-        out[0] = np.float32(words[5] >> U64(8)) * scale
+        out[0] = _half_to_float(words[5])
         words[4], k = U64(0), 1
     L = PCG64_LANES
     pairs = (N - k) // 2
@@ -412,18 +416,18 @@ def pcg64_uniforms(words, consts, out):
     for j in range(blocks):
         for i in range(L):
             s_hi, s_lo = lane_hi[i], lane_lo[i]
-            _two_floats(out, k + 2 * (j * L + i), _pcg64_output(s_hi, s_lo), scale)
+            _two_floats(out, k + 2 * (j * L + i), _pcg64_output(s_hi, s_lo))
             lane_hi[i], lane_lo[i] = _pcg64_advance(s_hi, s_lo, aL_hi, aL_lo, cL_hi, cL_lo)
         hi, lo = s_hi, s_lo  # the state of the last output drawn
     k += 2 * L * blocks
     for _ in range(pairs - L * blocks):
         hi, lo = _pcg64_advance(hi, lo, a_hi, a_lo, c_hi, c_lo)
-        _two_floats(out, k, _pcg64_output(hi, lo), scale)
+        _two_floats(out, k, _pcg64_output(hi, lo))
         k += 2
     if k < N:  # an odd count: one more output, its high half kept for the next draw
         hi, lo = _pcg64_advance(hi, lo, a_hi, a_lo, c_hi, c_lo)
         v = _pcg64_output(hi, lo)
-        out[k] = np.float32((v & U64(0xFFFFFFFF)) >> U64(8)) * scale
+        out[k] = _half_to_float(v & U64(0xFFFFFFFF))
         words[4], words[5] = U64(1), v >> U64(32)
     words[0], words[1] = hi, lo
 

@@ -129,13 +129,13 @@ class Stream:
 
     def __init__(self, seed):
         from precompute import kernels  # numba: imported only where a step runs
-        self.kernel, mask = kernels.pcg64_uniforms, (1 << 64) - 1
+        self.kernel, mod = kernels.pcg64_uniforms, 1 << 128
         state = np.random.PCG64(seed).state["state"]
         s, inc, a = state["state"], state["inc"], kernels.PCG64_MULT
         a_L, c_L = 1, 0
         for _ in range(kernels.PCG64_LANES):  # L steps at once: s <- a^L s + c_L
-            a_L, c_L = (a_L * a) & (mask << 64 | mask), (c_L * a + inc) & (mask << 64 | mask)
-        halves = lambda v: [v >> 64, v & mask]
+            a_L, c_L = a_L * a % mod, (c_L * a + inc) % mod
+        halves = lambda v: [v >> 64, v & ((1 << 64) - 1)]
         self.words = np.array(halves(s) + halves(inc) + [0, 0], np.uint64)
         self.consts = np.array(halves(a) + halves(a_L) + halves(c_L), np.uint64)
 
@@ -153,7 +153,7 @@ def uniform_(t, gen):
     copied where t lives elsewhere) or a torch Generator."""
     if isinstance(gen, torch.Generator):
         return t.uniform_(generator=gen)
-    if t.is_cpu and t.is_contiguous():
+    if t.is_cpu:
         gen.fill(t.numpy())
     else:
         t.copy_(torch.from_numpy(gen.fill(np.empty(tuple(t.shape), np.float32))))
