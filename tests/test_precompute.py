@@ -134,11 +134,12 @@ def test_input_distribution_matches_the_paper():
 def test_training_uniforms_are_numpys():
     """train.Stream, the trainer's compiled PCG64, makes numpy's floats: the same numbers as
     Generator(PCG64).random(dtype=float32), draw after draw (so every seed keeps its stream),
-    for draws long enough for its eight-copy loop and short ones, of odd sizes (which leave a
-    spare 32-bit half for the next draw) and even, and the same state after them."""
+    for draws long enough for its vectors of copies (whole blocks of them, and blocks with some
+    left over) and short ones, of odd sizes (which leave a spare 32-bit half for the next draw)
+    and even, and the same state after them."""
     ours, numpys = train.Stream(3), np.random.Generator(np.random.PCG64(3))
     for shape in [(2, 20, 1024), (1, 7, 6), (3, 5), (4, 6), (3,), (2, 8), (1,), (33,), (17, 3),
-                  (40,), (1, 2), (4,)]:
+                  (40,), (1, 2), (4,), (5, 27), (3, 43), (2, 64)]:
         t = train.uniform_(torch.empty(shape), ours)
         assert np.array_equal(t.numpy(), numpys.random(shape, dtype=np.float32)), shape
     state = numpys.bit_generator.state
