@@ -377,17 +377,19 @@ def _pcg64_lanes_step(typingctx, lanes, a_hi, a_lo, c_hi, c_lo, out, k):
     their outputs' floats into out[k:k + 2 L], in order, then each state advanced by (a, c), in
     vectors of 8 lanes. LLVM vectorises none of this from scalar code, so it is written here as
     vector instructions: the 128-bit product's 64 x 64 -> 128 part from 32-bit halves (AVX-512 has
-    no wider unsigned multiply), the output's rotation as a variable rotate."""
+    no wider unsigned multiply), the output's rotation as a variable rotate. Both arrays must be
+    C-contiguous: the vectors are loaded and stored whole."""
+    if lanes.layout != "C" or out.layout != "C":
+        return None
     v16i, v16f = ir.VectorType(_I32, 16), ir.VectorType(ir.FloatType(), 16)
 
     def codegen(context, builder, signature, args):
         b = builder
         state = context.make_array(signature.args[0])(context, b, args[0])
         floats = context.make_array(signature.args[5])(context, b, args[5])
-        zeros = ir.Constant(ir.VectorType(_I32, 8), [ir.Constant(_I32, 0)] * 8)
-        A_hi, A_lo, C_hi, C_lo = (b.shuffle_vector(b.insert_element(ir.Constant(_V8, ir.Undefined),
-                                  v, ir.Constant(_I32, 0)), ir.Constant(_V8, ir.Undefined), zeros)
-                                  for v in args[1:5])
+        undef, zeros = ir.Constant(_V8, ir.Undefined), _splat(ir.VectorType(_I32, 8), 0)
+        A_hi, A_lo, C_hi, C_lo = (b.shuffle_vector(b.insert_element(undef, v, zeros.constant[0]),
+                                                   undef, zeros) for v in args[1:5])
         low32, s32 = _splat(_V8, 0xFFFFFFFF), _splat(_V8, 32)
         a0, a1 = b.and_(A_lo, low32), b.lshr(A_lo, s32)
         width = b.extract_value(state.shape, 1)
@@ -399,7 +401,8 @@ def _pcg64_lanes_step(typingctx, lanes, a_hi, a_lo, c_hi, c_lo, out, k):
             # the output: hi ^ lo rotated right by hi's top 6 bits; its 32-bit halves, low first,
             # each numpy's next_float (top 24 bits / 2^24)
             x, rot = b.xor(hi, lo), b.lshr(hi, _splat(_V8, 58))
-            v = b.or_(b.lshr(x, rot), b.shl(x, b.and_(b.sub(_splat(_V8, 64), rot), _splat(_V8, 63))))
+            left = b.and_(b.sub(_splat(_V8, 64), rot), _splat(_V8, 63))
+            v = b.or_(b.lshr(x, rot), b.shl(x, left))
             halves = b.lshr(b.bitcast(v, v16i), _splat(v16i, 8))
             f = b.fmul(b.uitofp(halves, v16f), _splat(v16f, 1.0 / 16777216.0))
             to = b.gep(floats.data, [b.add(args[6], ir.Constant(_I64, 2 * g))])
@@ -409,10 +412,12 @@ def _pcg64_lanes_step(typingctx, lanes, a_hi, a_lo, c_hi, c_lo, out, k):
             p00, p01, p10, p11 = b.mul(l0, a0), b.mul(l0, a1), b.mul(l1, a0), b.mul(l1, a1)
             mid = b.add(b.add(b.lshr(p00, s32), b.and_(p01, low32)), b.and_(p10, low32))
             prod_lo = b.or_(b.and_(p00, low32), b.shl(mid, s32))
-            prod_hi = b.add(b.add(p11, b.lshr(p01, s32)), b.add(b.lshr(p10, s32), b.lshr(mid, s32)))
+            prod_hi = b.add(b.add(p11, b.lshr(p01, s32)),
+                            b.add(b.lshr(p10, s32), b.lshr(mid, s32)))
             new_lo = b.add(prod_lo, C_lo)
             carry = b.zext(b.icmp_unsigned("<", new_lo, prod_lo), _V8)
-            new_hi = b.add(b.add(prod_hi, b.mul(lo, A_hi)), b.add(b.mul(hi, A_lo), b.add(C_hi, carry)))
+            new_hi = b.add(b.add(prod_hi, b.mul(lo, A_hi)),
+                           b.add(b.mul(hi, A_lo), b.add(C_hi, carry)))
             b.store(new_hi, at_hi, align=8)
             b.store(new_lo, at_lo, align=8)
         return context.get_dummy_value()
