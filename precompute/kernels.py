@@ -318,12 +318,13 @@ def negated_inputs(r, inv_p, out):
 
 
 @nb.njit(fastmath=FASTMATH, cache=True, nogil=True)
-def output_error(z, xn, relu, importance, total):
+def output_error(z, xn, relu, importance, denominators, loss):
     """z (I, n, B) becomes g = z + xn (x' - x where the output is z) where the output ReLU is on,
-    else 0, in place. Unless importance (I, n) is None, total[i] = the sum over features j and
-    columns of importance[i, j] (x' - x)^2, in float64 across rows, read from z before it is
-    overwritten (x' = 0 where z <= 0 under the ReLU, else z: a NaN in W shows in the loss, as in
-    the torch path's clamp_min)."""
+    else 0, in place. Unless importance (I, n) is None, loss[i] = the sum over features j and
+    columns of importance[i, j] (x' - x)^2, in float64 across rows, divided by denominators[i]
+    (float64, B n_i) and rounded to loss's type; read from z before it is overwritten (x' = 0
+    where z <= 0 under the ReLU, else z: a NaN in W shows in the loss, as in the torch path's
+    clamp_min)."""
     I, n, B = z.shape
     for i in range(I):
         sum_i = 0.0
@@ -339,8 +340,8 @@ def output_error(z, xn, relu, importance, total):
                     row += d * d
             if importance is not None:
                 sum_i += importance[i, j] * np.float64(row)
-        if total is not None:
-            total[i] = sum_i
+        if loss is not None:
+            loss[i] = sum_i / denominators[i]
 
 
 # numpy's PCG64 (PCG XSL RR 128/64): the state s advances as s <- a s + inc (mod 2^128), and each

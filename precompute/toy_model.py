@@ -73,7 +73,6 @@ class Workspace:
         self.h[:, m] = 1.0
         self.Wb, self.gh = new(instances, n, m + 1), new(instances, n, m + 1)
         self.Wc, self.dec, self.dWT = new(instances, m, n), new(instances, n, m), new(instances, n, m)
-        self.total = torch.empty(instances, dtype=torch.float64)  # the loss's sums (CPU)
 
     def part(self, k):
         """The buffers of the first k instances (for a smaller last chunk)."""
@@ -111,9 +110,11 @@ def loss(W, b, x, importance, n, relu=True, hidden_relu=False, h=None):
 class GradStep:
     """The same loss, differentiated by hand, for fixed tensors: inputs given negated in xn (I, n,
     B) (xn = -x, which saves a pass in sampling), refilled before each call, and the gradients
-    written into dW (I, m, n) and db (I, n, 1); ws holds exactly I instances' buffers
-    (Workspace.part). The tensors may be a slice of a family's instances. Every view a step
-    uses is made once, here: making them each step was a quarter of a step of two n = 100 models.
+    written into dW (I, m, n) and db (I, n, 1); importance (I, n, 1) and n (I,) score the loss;
+    ws holds exactly I instances' buffers (Workspace.part). The tensors may be a slice of a
+    family's instances. Every view a step uses is made once, here: making them each step was a
+    quarter of a step of two n = 100 models, and the loss's views and sums in torch, 40 us a step
+    of `dynamics` (which asks for the loss every step).
 
     With e = x' - x, g = e [z > 0] and coef = 2 I / (B n) per feature:
       dL/db = coef * sum_batch g,   dL/dW^T = coef (g h^T) + x dh^T  with  dh = (W coef) g,
@@ -124,9 +125,10 @@ class GradStep:
     instance's x and z (0.8 MB each at n = 200) then stay in the core's cache between passes.
     """
 
-    def __init__(self, W, b, xn, coef, ws, dW, db, relu=True, hidden_relu=False):
+    def __init__(self, W, b, xn, coef, ws, dW, db, importance, n, relu=True, hidden_relu=False):
         m = W.shape[1]
         self.W, self.b, self.xn, self.coef, self.dW, self.db = W, b, xn, coef, dW, db
+        self.importance, self.n = importance, n
         self.relu, self.hidden_relu, self.ws = relu, hidden_relu, ws
         self.c = coef.transpose(1, 2)  # (I, 1, n)
         self.hn, self.h_m, self.hnT = ws.h, ws.h[:, :m], ws.h.transpose(1, 2)  # -h, ones row
@@ -136,29 +138,32 @@ class GradStep:
         self.compiled = None
         if ws.z.is_cpu:  # the output error and the loss, compiled into one pass
             from precompute import kernels  # numba: imported only where a step runs
-            self.compiled = functools.partial(kernels.output_error, ws.z.numpy(), xn.numpy(), relu)
+            error = functools.partial(kernels.output_error, ws.z.numpy(), xn.numpy(), relu)
+            self.value = torch.empty(W.shape[0], dtype=xn.dtype)  # the loss, the kernel's output
+            scored = (importance[:, :, 0].numpy(), (xn.shape[2] * n.double()).numpy(),
+                      self.value.numpy())
+            self.compiled = (functools.partial(error, None, None, None),
+                             functools.partial(error, *scored))  # without and with the loss
 
-    def output_error(self, importance, n):
-        """z becomes g = e where the output ReLU is on, else 0; returns the per-instance loss
-        where importance and n are given."""
-        ws, xn, want = self.ws, self.xn, importance is not None
+    def output_error(self, want_loss):
+        """z becomes g = e where the output ReLU is on, else 0; returns the per-instance loss if
+        want_loss (on the CPU in a buffer that the next call overwrites)."""
+        ws, xn = self.ws, self.xn
         if self.compiled:
-            if not want:
-                return self.compiled(None, None)
-            self.compiled(importance[:, :, 0].numpy(), ws.total.numpy())
-            return (ws.total / (xn.shape[2] * n.double())).to(xn.dtype)
+            self.compiled[want_loss]()
+            return self.value if want_loss else None
         value = None
-        if want:  # from z before it is overwritten, so that a NaN in W shows in the loss
+        if want_loss:  # from z before it is overwritten, so that a NaN in W shows in the loss
             e = (ws.z.clamp_min(0) if self.relu else ws.z) + xn
-            value = (e * e * importance).sum(dim=(1, 2)) / (xn.shape[2] * n)
+            value = (e * e * self.importance).sum(dim=(1, 2)) / (xn.shape[2] * self.n)
         off = ws.z <= 0 if self.relu else None
         ws.z.add_(xn)
         if off is not None:
             ws.z.masked_fill_(off, 0.0)
         return value
 
-    def __call__(self, importance=None, n=None):
-        """Writes dW and db; returns the per-instance loss when importance and n are given."""
+    def __call__(self, want_loss=False):
+        """Writes dW and db; returns the per-instance loss if want_loss (output_error's)."""
         ws, xn = self.ws, self.xn
         torch.bmm(self.W, xn, out=self.h_m)  # -h
         if self.hidden_relu:  # -ReLU(W x) = min(-W x, 0)
@@ -166,7 +171,7 @@ class GradStep:
         torch.neg(self.WT, out=self.Wb_W)
         self.Wb_b.copy_(self.b)
         torch.bmm(ws.Wb, self.hn, out=ws.z)  # W^T h + b
-        value = self.output_error(importance, n)
+        value = self.output_error(want_loss)
         g = ws.z
         torch.bmm(g, self.hnT, out=ws.gh)  # [-g h^T, sum_batch g]
         torch.mul(self.g_sum, self.coef, out=self.db)

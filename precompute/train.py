@@ -296,8 +296,8 @@ class Chunk:
         self.inv_p, self.r = bt.inv_p.flatten(0, 1)[sl].view_as(self.x[..., :1]), trainer.r[seeds]
         self.grad = toy_model.GradStep(trainer.W[sl], trainer.b[sl], self.x.flatten(0, 1),
                                        trainer.coef[sl], ws.part(k), trainer.W.grad[sl],
-                                       trainer.b.grad[sl], bt.relu, bt.hidden_relu)
-        self.scored = (bt.importance[sl], bt.n[sl])
+                                       trainer.b.grad[sl], bt.importance[sl], bt.n[sl], bt.relu,
+                                       bt.hidden_relu)
         self.compiled = None
         if self.x.is_cpu:  # the independent law's inputs in one compiled pass
             from precompute import kernels  # numba: imported only where a step runs
@@ -312,7 +312,7 @@ class Chunk:
             self.compiled()
         else:
             toy_model.sample_negated_inputs(self.r.unsqueeze(1), self.inv_p, self.x)
-        return self.grad(*(self.scored if want_loss else (None, None)))
+        return self.grad(want_loss)
 
 
 class SortedDraws:

@@ -247,19 +247,19 @@ def test_fused_gradient_equals_autograd(relu, hidden_relu, compiled):
     dW, db = torch.zeros_like(W), torch.zeros_like(b)
     ws = toy_model.Workspace(I + 2, m, n, B, "cpu")  # larger than needed, as for a last chunk
     ws.__dict__.update({k: v.double() for k, v in ws.__dict__.items()})
-    step = toy_model.GradStep(W, b, -x, 2 * importance / (B * n), ws.part(I), dW, db, relu,
-                              hidden_relu)
+    step = toy_model.GradStep(W, b, -x, 2 * importance / (B * n), ws.part(I), dW, db,
+                              importance, n_feat, relu, hidden_relu)
     assert step.compiled is not None  # on the CPU
     if not compiled:  # the path taken where the tensors are not on the CPU
         step.compiled = None
-    value = step(importance, n_feat)
+    value = step(want_loss=True)
     assert torch.allclose(value, toy_model.loss(W, b, x, importance, n_feat, relu, hidden_relu))
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
     dW.zero_(), db.zero_()
     assert step() is None  # training's usual call, without the loss: the same gradient
     assert torch.allclose(dW, Wa.grad) and torch.allclose(db, ba.grad)
     W[1, 0, 2] = float("nan")  # a model that diverged shows it in its loss, on either path
-    value = step(importance, n_feat)
+    value = step(want_loss=True)
     assert torch.isnan(value[1]) and not torch.isnan(value[[0, 2, 3]]).any()
 
 
