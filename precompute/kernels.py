@@ -379,9 +379,11 @@ def _pcg64_lanes_step(typingctx, lanes, a_hi, a_lo, c_hi, c_lo, out, k):
     vectors of 8 lanes. LLVM vectorises none of this from scalar code, so it is written here as
     vector instructions: the 128-bit product's 64 x 64 -> 128 part from 32-bit halves (AVX-512 has
     no wider unsigned multiply), the output's rotation as a variable rotate. Both arrays must be
-    C-contiguous: the vectors are loaded and stored whole."""
-    if lanes.layout != "C" or out.layout != "C":
-        return None
+    C-contiguous and of exactly these types: the vectors are loaded and stored whole."""
+    if not (isinstance(lanes, types.Array) and lanes.dtype == types.uint64 and lanes.ndim == 2
+            and isinstance(out, types.Array) and out.dtype == types.float32 and out.ndim == 1
+            and lanes.layout == out.layout == "C" and isinstance(k, types.Integer)):
+        return None  # a typing error: the vectors assume exactly these arrays
     v16i, v16f = ir.VectorType(_I32, 16), ir.VectorType(ir.FloatType(), 16)
 
     def codegen(context, builder, signature, args):
