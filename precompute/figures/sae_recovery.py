@@ -10,7 +10,8 @@ from precompute.figures import PALETTE, Figure, arrows_from_origin, sparsity_lab
 ID = "sae-recovery"
 FAMILIES = ["sae.superposition", "sae.packing2d"]
 # the names build() puts in facts, for --check
-FACTS = ('m', 'n', 'best_at_n', 'best_at_m', 'targets')
+FACTS = ('m', 'n', 'best_at_n', 'best_at_m', 'targets', 'represented', 'best_with_room',
+         'mid_size', 'mid_best', 'best_l1', 'l1_range', 'l1_interior')
 
 
 def build(trained):
@@ -20,12 +21,31 @@ def build(trained):
     sweep["lambda"] = sweep.l1.map(lambda v: f"{v:g}")
     n = big.sweep.n
     m = big.arrays["true_unit"].shape[1]
-    best = sweep.groupby(["S", "dict_size"]).mmcs.max().unstack()
+    best = sweep.groupby(["sparsity", "dict_size"]).mmcs.max().unstack()
+    represented = sweep.groupby("sparsity").represented.first()
+    # A dictionary has room when it has as many latents as the toy model represents features
+    # (n is more than enough: these models represent fewer than n).
+    room = [best.loc[s, [d for d in best.columns if d >= represented[s]]].max() for s in best.index]
+    mid = [d for d in best.columns if m < d < n]
+    # The best lambda of each target's dictionaries of size >= n, and whether it lies inside the
+    # range tried (a best at either end says the sweep should go further).
+    large = sweep[sweep.dict_size >= n]
+    best_l1 = large.loc[large.groupby("sparsity").mmcs.idxmax()].set_index("sparsity").l1
+    l1s = sorted(set(large.l1))
+    g = lambda v: f"{v:g}"
     facts = {
         "m": m, "n": n,
-        "best_at_n": f"{best[[d for d in best.columns if d >= n]].max(axis=1).min():.2f}",
-        "best_at_m": f"{best[m].max():.2f}" if m in best.columns else "n/a",
-        "targets": ", ".join(sparsity_label(s) for s in big.sweep.sparsities),
+        # three decimals: MMCS near 1 rounds up to a claim the models do not make
+        "best_at_n": f"{best[[d for d in best.columns if d >= n]].max(axis=1).min():.3f}",
+        "best_at_m": f"{best[m].max():.3f}" if m in best.columns else "n/a",
+        "targets": ", ".join(sparsity_label(s) for s in best.index),
+        "represented": ", ".join(str(int(represented[s])) for s in best.index),
+        "best_with_room": f"{min(room):.3f}",
+        "mid_size": mid[0] if mid else "n/a",
+        "mid_best": ", ".join(f"{best.loc[s, mid[0]]:.3f}" for s in best.index) if mid else "n/a",
+        "best_l1": ", ".join(g(best_l1[s]) for s in best.index),
+        "l1_range": f"{g(l1s[0])}–{g(l1s[-1])}",
+        "l1_interior": "yes" if all(l1s[0] < v < l1s[-1] for v in best_l1) else "no",
     }
 
     # The pentagon: true directions and every dictionary's atoms, with their matches.
@@ -54,7 +74,7 @@ def build(trained):
     x = alt.X("dict_size:O", title=f"dictionary size (m = {m}, n = {n})")
     lines = mmcs.mark_line(point=True).encode(
         x=x, y=alt.Y("mmcs:Q", title="MMCS with the true features", scale=alt.Scale(domain=[0.4, 1])),
-        color=alt.Color("lambda:N", title="L1 coefficient λ", scale=alt.Scale(range=PALETTE[:3]),
+        color=alt.Color("lambda:N", title="L1 coefficient λ", scale=alt.Scale(range=PALETTE[:len(big.sweep.l1)]),
                         legend=alt.Legend(orient="bottom")),
         tooltip=["S:N", "dict_size:O", "lambda:N", "mmcs:Q", "recovered:Q", "l0:Q",
                  "dead_fraction:Q", "fvu:Q"])
@@ -91,13 +111,14 @@ def build(trained):
     caption = (f"Sparse autoencoders trained on the hidden activations h = Wx of toy models, "
                f"scored by the mean, over the features the toy model represents, of the best "
                f"cosine similarity any dictionary column reaches (MMCS; 1 = every feature "
-               f"found). With a dictionary at least as large as the n = {n} features and a "
-               f"suitable λ, the best SAE reaches MMCS {facts['best_at_n']} or more at every "
-               f"toy-model sparsity we tried ({facts['targets']}); with only m = {m} latents "
-               f"the best is {facts['best_at_m']}. Right: the two-dimensional pentagon (n = 5, m = 2, "
+               f"found). With a dictionary at least as large as the number of features the toy "
+               f"model represents ({facts['represented']} at S = {facts['targets']}) and the best "
+               f"λ of {facts['l1_range']} ({facts['best_l1']}), the best SAE reaches MMCS "
+               f"{facts['best_with_room']} or more at every toy-model sparsity; with only m = {m} "
+               f"latents the best is {facts['best_at_m']}. Right: the two-dimensional pentagon (n = 5, m = 2, "
                f"S = 0.99) and a dictionary learned from it; each atom is numbered and coloured "
                f"by the true feature it is closest to.")
-    description = ("Line chart of feature recovery against dictionary size for three L1 "
+    description = ("Line chart of feature recovery against dictionary size for several L1 "
                    "coefficients, beside two planes: the toy model's five true feature "
                    "directions and a sparse autoencoder's learned dictionary, coloured by match.")
     return Figure(ID, "Lab 3.4 — Sparse autoencoders take features back out", caption,
