@@ -884,7 +884,8 @@ def test_sparse_abs_model_computes_more_features_than_neuron_pairs(trained):
     neurons to dedicate, with polysemantic neurons ("eventually, all neurons are highly
     polysemantic" at 1 - S = 0.001). Ours, at the sparsest density: more than m/2 features'
     worth computed, at least a quarter of the neurons polysemantic. (Most sparse features are
-    computed for one sign only, a single ReLU; the paper does not separate the signs.)"""
+    computed for one sign only, a single ReLU; the paper, of the one sparse model it takes
+    apart, notes weights that implement "a single side of absolute value".)"""
     m, counts = abs_counts(trained)
     sparse = counts[min(counts)]
     assert sparse["computed"] > m / 2 and sparse["both_signs"] + sparse["one_sign"] > m, sparse

@@ -8,7 +8,12 @@ own input distribution, through the ReLU (its active set decides what the attack
 the loss increase per lambda^2 in units of I_1/n: the increase when the attack only shifts the
 most important feature's output by lambda, which is what it does to a model without
 superposition (the linear model measures 1.00). Features per dimension, ||W||_F^2 / m, is the
-paper's measure of superposition."""
+paper's measure of superposition.
+
+Sparse inputs are mostly all zero, where the ReLU's threshold -b swallows a push that a model
+without superposition would feel in full, and they shrink the budget with them. So each model is
+also scored on its non-zero inputs alone, budget and all: what superposition does to the inputs
+that carry a feature, apart from how often there is none."""
 import hashlib
 import json
 from pathlib import Path
@@ -30,7 +35,9 @@ FAMILIES = [FAMILY, LINEAR]
 # the names build() puts in facts, for --check
 FACTS = ('budget', 'samples', 'dense', 'peak', 'peak_sparsity', 'peak_fpd', 'sparsest',
          'sparsest_vulnerability', 'sparsest_fpd', 'sparsest_budget', 'sparsest_threshold',
-         'linear_range', 'over_linear', 'rank_all', 'rank_unmasked')
+         'linear_range', 'over_linear', 'rank_all', 'rank_unmasked', 'sparsest_zero_share',
+         'sparsest_zero_gain', 'sparsest_nonzero', 'sparsest_nonzero_budget', 'plateau_from',
+         'plateau_range', 'plateau_fpd', 'rank_nonzero')
 BUDGET = 0.1  # the paper: "a max L2 attack norm of 0.1 of the average input norm"
 SAMPLES = 16384
 CHUNK = 4096
@@ -44,13 +51,15 @@ def inputs(sparsity, n, samples=SAMPLES):
     return np.where(r < p, r / p, 0.0)
 
 
-def vulnerability(W, b, importance, x, relu=True):
+def vulnerability(W, b, importance, x, relu=True, lam=None):
     """(lambda, clean loss, attacked loss, vulnerability) of one model (W m x n, b n) on inputs x
-    (samples x n): the worst of the n analytic attacks per input, as in the module docstring."""
+    (samples x n): the worst of the n analytic attacks per input, as in the module docstring.
+    The budget lam is BUDGET times the inputs' mean norm unless given."""
     G = W.T.astype(np.float64) @ W
     rows = np.linalg.norm(G, axis=1)
     attacks = G[rows > 1e-12] / rows[rows > 1e-12, None]  # unit directions (WᵀW)_i / ||(WᵀW)_i||
-    lam = BUDGET * float(np.linalg.norm(x, axis=1).mean())
+    if lam is None:
+        lam = BUDGET * float(np.linalg.norm(x, axis=1).mean())
     act = (lambda z: np.maximum(z, 0.0)) if relu else (lambda z: z)
     I, n = np.asarray(importance, np.float64), x.shape[1]
     shift = lam * attacks @ G  # what each attack adds to the pre-activations
@@ -85,7 +94,8 @@ MODELS = ((FAMILY, True, "ReLU model"), (LINEAR, False, "linear model"))
 
 
 def scored(trained):
-    """vulnerability() of each family's lowest-loss models, in MODELS order: (models, 4). Scoring
+    """vulnerability() of each family's lowest-loss models, in MODELS order, on all inputs and on
+    the non-zero ones: (models, 8). Scoring
     20 models on 16,384 inputs and n attacks each took over a second of every build, so the
     scores are cached beside the models, keyed on both families' entries and this file."""
     key = hashlib.sha256(json.dumps({
@@ -99,7 +109,9 @@ def scored(trained):
             for k in lowest_loss(tr):
                 inst = tr.family.instances[k]
                 W, b, _ = tr.model(k)
-                out.append(vulnerability(W, b, inst.importance, inputs(inst.sparsity, inst.n), relu))
+                x = inputs(inst.sparsity, inst.n)
+                out.append(vulnerability(W, b, inst.importance, x, relu)
+                           + vulnerability(W, b, inst.importance, x[x.any(1)], relu))
         return {"scores": np.array(out)}
     path = Path(trained[FAMILY].cache_dir) / f"{ID}-{key[:16]}.npz"
     return iter(cache.made(path, key, score)["scores"].tolist())
@@ -112,24 +124,36 @@ def build(trained):
         for k in lowest_loss(tr):
             inst = tr.family.instances[k]
             W, b, _ = tr.model(k)
-            lam, clean, attacked, vul = next(scores)
+            lam, clean, attacked, vul, lam_nz, clean_nz, attacked_nz, vul_nz = next(scores)
             rows.append({"model": label, "sparsity": inst.sparsity,
                          "S": sparsity_label(inst.sparsity),
                          "inv_density": round(1.0 / (1.0 - inst.sparsity), 4),
                          "vulnerability": round(vul, 4),
+                         "vulnerability_nonzero": round(vul_nz, 4),
                          "features_per_dimension": round(1.0 / metrics.geometry(W)["dims_per_feature"], 4),
                          "attack_norm": round(lam, 6),
+                         "attack_norm_nonzero": round(lam_nz, 6),
+                         "zero_share": float((~inputs(inst.sparsity, inst.n).any(1)).mean()),
+                         # the worst push's loss increase on the all-zero input, same units
+                         "zero_input_gain": vulnerability(W, b, inst.importance,
+                                                          np.zeros((1, inst.n)), relu, lam)[3],
                          "threshold": round(threshold(W, b), 4),
                          "clean_loss": clean,
-                         "attacked_loss": attacked, "seed": inst.seed})
+                         "attacked_loss": attacked, "clean_loss_nonzero": clean_nz,
+                         "attacked_loss_nonzero": attacked_nz, "seed": inst.seed})
     table = pd.DataFrame(rows)
     relu = table[table.model == "ReLU model"].reset_index(drop=True)
     lin = table[table.model == "linear model"].set_index("sparsity")
     peak = relu.loc[relu.vulnerability.idxmax()]
-    # Past the peak the attack budget (a tenth of a shrinking average input) falls below the
-    # ReLU's threshold -b, which masks the attack on every output that is off: rank the two
-    # measures up to the peak as well as over the whole sweep.
+    # Past the peak most inputs are all zero, where the push (a tenth of a shrinking average
+    # input) stays under the ReLU's threshold -b and does nothing: rank the two measures up to
+    # the peak as well as over the whole sweep. On the non-zero inputs alone vulnerability levels
+    # off instead of falling: the plateau is where it stays within 10% of its largest value to
+    # the end of the sweep.
     upto = relu[relu.sparsity <= peak.sparsity]
+    nz = relu.vulnerability_nonzero
+    plateau = relu[(nz >= 0.9 * nz.max())[::-1].cummin()[::-1]]
+    last = relu.iloc[-1]
     shared = [s for s in lin.index if s in set(relu.sparsity) and s > 0]
     over = [float(relu.set_index("sparsity").vulnerability[s] / lin.vulnerability[s]) for s in shared]
     facts = {"budget": f"{BUDGET:.0%}", "samples": f"{SAMPLES:,}",
@@ -145,19 +169,32 @@ def build(trained):
              "over_linear": ", ".join(f"{v:.1f}× at S = {sparsity_label(s)}"
                                       for s, v in zip(shared, over)),
              "rank_all": f"{rank_correlation(relu.vulnerability, relu.features_per_dimension):.2f}",
-             "rank_unmasked": f"{rank_correlation(upto.vulnerability, upto.features_per_dimension):.2f}"}
+             "rank_unmasked": f"{rank_correlation(upto.vulnerability, upto.features_per_dimension):.2f}",
+             "rank_nonzero": f"{rank_correlation(nz, relu.features_per_dimension):.2f}",
+             "sparsest_zero_share": f"{last.zero_share:.0%}",
+             "sparsest_zero_gain": f"{last.zero_input_gain:.2f}",
+             "sparsest_nonzero": f"{last.vulnerability_nonzero:.2f}",
+             "sparsest_nonzero_budget": f"{last.attack_norm_nonzero:.3f}",
+             "plateau_from": plateau.S.iloc[0],
+             "plateau_range": "–".join(f"{v:.2f}" for v in (plateau.vulnerability_nonzero.min(),
+                                                            plateau.vulnerability_nonzero.max())),
+             "plateau_fpd": "–".join(f"{v:.2f}" for v in (plateau.features_per_dimension.min(),
+                                                          plateau.features_per_dimension.max()))}
 
     long = pd.concat([
         relu.assign(measure="vulnerability (ReLU model)", value=relu.vulnerability),
+        relu.assign(measure="vulnerability on non-zero inputs (ReLU model)",
+                    value=relu.vulnerability_nonzero, attack_norm=relu.attack_norm_nonzero),
         relu.assign(measure="features per dimension (ReLU model)", value=relu.features_per_dimension),
         lin.reset_index().assign(measure="vulnerability (linear model)", value=lin.vulnerability.values),
     ])[["measure", "S", "inv_density", "value", "attack_norm"]]
     x = alt.X("inv_density:Q", scale=alt.Scale(type="log"), title="1 / (1 − S)")
     colour = alt.Color("measure:N", title=None, legend=alt.Legend(orient="top", columns=1, labelLimit=320),
                        scale=alt.Scale(domain=["vulnerability (ReLU model)",
+                                               "vulnerability on non-zero inputs (ReLU model)",
                                                "features per dimension (ReLU model)",
                                                "vulnerability (linear model)"],
-                                       range=[PALETTE[5], PALETTE[0], PALETTE[7]]))
+                                       range=[PALETTE[5], PALETTE[3], PALETTE[0], PALETTE[7]]))
     tooltip = ["measure:N", "S:N", alt.Tooltip("value:Q", format=".2f"), "attack_norm:Q"]
     base = alt.Chart(long).encode(x=x, y=alt.Y("value:Q", title="× the value without superposition"),
                                   color=colour, tooltip=tooltip)
@@ -177,14 +214,22 @@ def build(trained):
                f"its features per dimension to {facts['peak']} at S = {facts['peak_sparsity']} "
                f"(rank correlation {facts['rank_unmasked']} up to there, {facts['rank_all']} over the "
                f"whole sweep), then falls to "
-               f"{facts['sparsest_vulnerability']} at S = {facts['sparsest']}: the budget shrinks "
-               f"with the average input until the ReLU's threshold swallows the push.")
+               f"{facts['sparsest_vulnerability']} at S = {facts['sparsest']}, where "
+               f"{facts['sparsest_zero_share']} of inputs are all zero and the push raises their "
+               f"loss by {facts['sparsest_zero_gain']} of what it does to a model without "
+               f"superposition. Scored on the non-zero inputs alone, budget included, it levels "
+               f"off instead: {facts['plateau_range']} from S = "
+               f"{facts['plateau_from']} on, while features per dimension go "
+               f"{facts['plateau_fpd']}.")
     description = ("Line chart against inverse feature density on a log axis: the ReLU model's "
-                   "adversarial vulnerability and its features per dimension, with the linear "
-                   "model's vulnerability as diamonds and a dashed line at 1.")
+                   "adversarial vulnerability on all inputs and on the non-zero ones, and its "
+                   "features per dimension, with the linear model's vulnerability as diamonds "
+                   "and a dashed line at 1.")
     return Figure(ID, "Superposition and adversarial vulnerability", caption, description, chart,
                   {"vulnerability": table}, FAMILIES,
                   {"attack": "lambda (WᵀW)_i / ||(WᵀW)_i||, worst i per input",
                    "budget": f"lambda = {BUDGET} x mean ||x||_2", "samples": SAMPLES,
                    "vulnerability": "(attacked loss - clean loss) / (lambda^2 max_i I_i / n)",
+                   "non-zero inputs": "the same score, lambda included, on the inputs with some "
+                                      "feature present",
                    "selection": "lowest final loss of the seeds at each sparsity"}, facts)

@@ -19,8 +19,12 @@ FAMILIES = [FAMILY]
 FACTS = ("n", "m", "half_m", "dense_computed", "dense_both", "dense_dedicated",
          "dense_polysemantic", "sparse_density", "sparse_computed", "sparse_both",
          "sparse_one_sign", "sparse_polysemantic", "first_polysemantic_density", "most_computed",
-         "most_computed_density", "seeds")
+         "most_computed_density", "seeds", "paper_n", "paper_m", "paper_tail_share",
+         "paper_tail_importance", "paper_half_m", "dense_cutoff_importance",
+         "paper_cutoff_importance")
 DEAD = 0.1  # a neuron whose input weights have norm below this does nothing
+# The paper's "Superposition vs Sparsity" sweep: n = 100 features on m = 40 neurons.
+PAPER_N, PAPER_M = 100, 40
 
 
 def neurons(W1):
@@ -44,6 +48,21 @@ def analyse(W1, W2, b):
             "both_signs": int(both.sum()), "one_sign": int((~both & (err < abs_model.ONE_SIGN)).sum()),
             "monosemantic": int(mono.sum()), "polysemantic": int((kind == "polysemantic").sum()),
             "dead": int((kind == "dead").sum()), "min_dedicated": min(dedicated, default=0)}
+
+
+def paper_size(importance, n, m):
+    """What a smaller n at the paper's n/m changes when importance is d^i: d^i depends on the
+    index, not on n, so our n features are the paper's first n and its other PAPER_N - n (share
+    of its total importance, and the largest of them) are what is dropped; the neurons are what
+    shrinks. Dense, two neurons per feature leave room for m/2 features: the importance of the
+    first feature past them, ours against the paper's."""
+    d = importance[1] / importance[0]
+    paper = d ** np.arange(PAPER_N)
+    return {"paper_n": PAPER_N, "paper_m": PAPER_M, "paper_half_m": PAPER_M // 2,
+            "paper_tail_share": f"{100 * paper[n:].sum() / paper.sum():.3f}%",
+            "paper_tail_importance": f"{paper[n]:.2g}",
+            "dense_cutoff_importance": f"{d ** (m // 2):.2f}",
+            "paper_cutoff_importance": f"{d ** (PAPER_M // 2):.3f}"}
 
 
 def stack(W1, label):
@@ -82,7 +101,7 @@ def build(trained):
              "sparse_polysemantic": int(sparse.polysemantic),
              "first_polysemantic_density": float(poly.density.max()) if len(poly) else "none",
              "most_computed": f"{most.computed:.1f}", "most_computed_density": float(most.density),
-             "seeds": fam.seeds}
+             "seeds": fam.seeds, **paper_size(fam.instances[0].importance, n, m)}
 
     dense_label = f"densest (1 − S = {dense.density:g})"
     sparse_label = f"sparsest (1 − S = {sparse.density:g})"
@@ -129,7 +148,9 @@ def build(trained):
     chart = alt.vconcat(alt.hconcat(features, cells).resolve_scale(color="independent"), panels)
 
     caption = (f"The paper's absolute-value model with n = {n} features on m = {m} neurons and "
-               f"importance 0.8^i (the paper: n = 100, m = 40; same ratio). Each feature alone, "
+               f"importance 0.8^i (the paper: n = {PAPER_N}, m = {PAPER_M}; the same ratio, but "
+               f"the same first {n} features on fewer neurons, since 0.8^i does not depend on n). "
+               f"Each feature alone, "
                f"x = t eᵢ, is scored by the relative error e of y′ᵢ against |t|: both signs "
                f"computed (e < {abs_model.BOTH_SIGNS}), one sign only (e < {abs_model.ONE_SIGN}, "
                f"one ReLU's worth), and 'computed', the features' worth Σ(1 − e). A neuron is "

@@ -17,8 +17,10 @@ FAMILIES = [FAMILY]
 FACTS = ('n', 'm', 'seeds', 'dense_dstar', 'second_density', 'second_dstar', 'third_density',
          'third_dstar', 'half_from', 'half_to', 'half_features', 'pairs_from',
          'pairs_to', 'at_3_4',
-         'at_2_3', 'at_1_2', 'at_2_5', 'at_3_8', 'dense_represented_3', 'dense_represented_5',
-         'dense_represented_7')
+         'at_2_3', 'at_1_2', 'at_2_5', 'at_3_8', 'where_3_4', 'where_2_3', 'where_1_2',
+         'where_2_5', 'where_3_8', 'models_3_4', 'models_2_3', 'models_1_2', 'models_2_5',
+         'models_3_8', 'sparsest_density', 'below_third_from', 'sparsest_max_d',
+         'dense_represented_3', 'dense_represented_5', 'dense_represented_7')
 FRACTIONS = [Fraction(1), Fraction(3, 4), Fraction(2, 3), Fraction(1, 2), Fraction(2, 5),
              Fraction(3, 8), Fraction(1, 3)]
 # Dense models here spread the m dimensions thinly over many features (norms well below 1), so
@@ -81,9 +83,23 @@ def build(trained):
              "half_from": fmt(half_from), "half_to": fmt(half_to),
              "half_features": int(half.at_half.max()) if len(half) else 0,
              "pairs_from": fmt(pairs_from), "pairs_to": fmt(pairs_to)}
-    # How many represented features (all densities) sit within 0.02 of each named fraction D_i.
-    facts.update({f"at_{f.numerator}_{f.denominator}": int(((dots.D - float(f)).abs() < 0.02).sum())
-                  for f in FRACTIONS[1:-1]})
+    # How many represented features (all densities) sit within 0.02 of each named fraction D_i,
+    # and at which densities (models) they are: a fraction seen in one model is one arrangement
+    # at one density, not a step the sweep passes through.
+    for f in FRACTIONS[1:-1]:
+        name = f"{f.numerator}_{f.denominator}"
+        at = dots[(dots.D - float(f)).abs() < 0.02]
+        where = sorted(set(at.inv_density))
+        facts.update({f"at_{name}": len(at), f"models_{name}": len(where),
+                      f"where_{name}": ", ".join(f"{v:.1f}" for v in where) or "none"})
+    # The sparse end: from where on every represented feature sits below the 1/3 guide line,
+    # sharing its dimension more than any named arrangement does.
+    top = dots.groupby("inv_density").D.max()
+    below = top < float(FRACTIONS[-1])
+    tail = below[::-1].cummin()[::-1]  # True from a density on where all sparser ones are below
+    facts.update({"sparsest_density": f"{curve.inv_density.max():.0f}",
+                  "below_third_from": f"{tail[tail].index.min():.1f}" if tail.any() else "none",
+                  "sparsest_max_d": f"{top.iloc[-1]:.2f}"})
     dense = curve.iloc[0]
     facts.update({f"dense_represented_{str(t)[2:]}": int(dense[f"represented_{t}"])
                   for t in THRESHOLDS})

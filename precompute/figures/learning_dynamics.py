@@ -16,8 +16,9 @@ FAMILY = "dynamics"
 FAMILIES = [FAMILY]
 # the names build() puts in facts, for --check
 FACTS = ('n', 'm', 'density', 'snapshots', 'seed', 'seeds', 'seeds_with_event', 'plateau_from',
-         'plateau_to', 'drop_to', 'drop', 'jumping', 'other_jumping', 'final_half',
-         'final_represented')
+         'plateau_to', 'drop_to', 'drop', 'plateau_fall', 'drop_steps', 'jumping',
+         'other_jumping', 'rising', 'falling', 'rise_from_d', 'rise_from_step', 'rise_to_step',
+         'fall_peak_d', 'fall_out_step', 'final_half', 'final_represented')
 KINDS = ["jumps during the drop", "jumps elsewhere", "no jump"]
 # A plateau: at least PLATEAU snapshot intervals in a row in which the training loss falls by
 # less than FLAT of itself. A drop: the loss then falls by at least DROP of itself within DROP_SPAN
@@ -67,6 +68,21 @@ def coincident(events, found):
             for ev in events]
 
 
+def settling(D, norm, features, end):
+    """What the drop's features do from the plateau's end on: those still represented at the
+    last snapshot (rising) and the rest (falling), with the rising ones' D_i at the plateau's end
+    and the snapshot from which all of them stay within 0.02 of their final D_i, and the falling
+    ones' largest D_i and the snapshot from which none of them is represented any more."""
+    rising = [i for i in features if norm[-1, i] > REPRESENTED]
+    falling = [i for i in features if norm[-1, i] <= REPRESENTED]
+    settled = max((int(np.flatnonzero(np.abs(D[:, i] - D[-1, i]) >= 0.02).max()) + 1
+                   for i in rising), default=None)
+    out = max((int(np.flatnonzero(norm[:, i] > REPRESENTED).max()) + 1 for i in falling),
+              default=None)
+    return {"rising": rising, "falling": falling, "rise_from": D[end, rising],
+            "settled": settled, "fall_peak": D[:, falling].max() if falling else None, "out": out}
+
+
 def build(trained):
     tr = trained[FAMILY]
     fam, a = tr.family, tr.arrays
@@ -93,14 +109,25 @@ def build(trained):
     windows = pd.DataFrame([{"from": int(steps[start]), "to": int(steps[end]), "phase": "plateau"},
                             {"from": int(steps[end]), "to": int(steps[stop]), "phase": "drop"}]
                            if events else [], columns=["from", "to", "phase"])
-    at = lambda j: f"{steps[j]:,}" if events else "none"
+    at = lambda j: f"{steps[j]:,}" if j is not None else "none"
     final = D[-1][norm[-1] > REPRESENTED]
+    moves = settling(D, norm, jumping, end) if events else settling(D, norm, [], -1)
+    span = lambda v: "–".join(dict.fromkeys(f"{x:.2f}" for x in (v.min(), v.max()))) \
+        if len(v) else "none"
     facts = {"n": inst.n, "m": fam.m, "density": f"{1 - inst.sparsity:.2f}",
              "snapshots": len(steps), "seed": inst.seed, "seeds": fam.seeds,
              "seeds_with_event": sum(bool(s[3]) for s in per_seed),
              "plateau_from": at(start), "plateau_to": at(end), "drop_to": at(stop),
              "drop": f"{100 * (loss[end] - loss[stop]) / loss[end]:.1f}%" if events else "none",
+             "plateau_fall": f"{100 * (loss[start] - loss[end]) / loss[start]:.1f}%"
+                             if events else "none",
+             "drop_steps": f"{steps[stop] - steps[end]:,}" if events else "none",
              "jumping": len(jumping), "other_jumping": len(jumped - set(jumping)),
+             "rising": len(moves["rising"]), "falling": len(moves["falling"]),
+             "rise_from_d": span(moves["rise_from"]), "rise_from_step": at(end),
+             "rise_to_step": at(moves["settled"]),
+             "fall_peak_d": "none" if moves["fall_peak"] is None else f"{moves['fall_peak']:.2f}",
+             "fall_out_step": at(moves["out"]),
              "final_half": int((np.abs(final - 0.5) < 0.02).sum()),
              "final_represented": len(final)}
 
@@ -129,14 +156,20 @@ def build(trained):
                f"of {facts['seeds']} seeds), recorded at {facts['snapshots']} log-spaced steps. Top: "
                f"each feature's dimensionality Dᵢ. Bottom: the training loss, averaged over the "
                f"steps since the previous record. The loss sits on a plateau from step "
-               f"{facts['plateau_from']} to {facts['plateau_to']}, then drops {facts['drop']} by "
-               f"step {facts['drop_to']}, while {facts['jumping']} features (orange) jump in "
-               f"dimensionality; {facts['other_jumping']} other features (pink) jump elsewhere, "
-               f"with no drop the rules detect. At the end {facts['final_half']} of the "
-               f"{facts['final_represented']} represented features sit at Dᵢ = 1/2, in antipodal "
-               f"pairs. {facts['seeds_with_event']} of {facts['seeds']} seeds show such a drop.")
+               f"{facts['plateau_from']} to {facts['plateau_to']} (falling {facts['plateau_fall']}), "
+               f"then drops {facts['drop']} by step {facts['drop_to']}. Around the drop "
+               f"{facts['jumping']} features (orange) change Dᵢ by {JUMP} or more within "
+               f"{JUMP_SPAN} records: {facts['rising']} climb from {facts['rise_from_d']} at step "
+               f"{facts['rise_from_step']} to 1/2 by step {facts['rise_to_step']}, and "
+               f"{facts['falling']} leaves the model (largest Dᵢ {facts['fall_peak_d']}, no longer "
+               f"represented from step {facts['fall_out_step']}). Elsewhere, with no drop the rules "
+               f"detect, {facts['other_jumping']} more (pink) change as much. At the "
+               f"end {facts['final_half']} of the {facts['final_represented']} represented features "
+               f"sit at Dᵢ = 1/2, in antipodal pairs. {facts['seeds_with_event']} of "
+               f"{facts['seeds']} seeds show such a drop.")
     description = ("Two stacked line charts on a log step axis: each feature's dimensionality "
-                   "during training, with the features that jump highlighted, and the training "
+                   "during training, with the features that change most highlighted, and the "
+                   "training "
                    "loss, with the plateau and the drop after it shaded.")
     return Figure(ID, "Feature dimensionality during training", caption, description, chart,
                   {"features": feats, "loss": curve, "windows": windows}, FAMILIES,
