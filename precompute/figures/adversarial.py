@@ -37,7 +37,7 @@ FACTS = ('budget', 'samples', 'dense', 'peak', 'peak_sparsity', 'peak_fpd', 'spa
          'sparsest_vulnerability', 'sparsest_fpd', 'sparsest_budget', 'sparsest_threshold',
          'linear_range', 'over_linear', 'rank_all', 'rank_unmasked', 'sparsest_zero_share',
          'sparsest_zero_gain', 'sparsest_nonzero', 'sparsest_nonzero_budget', 'plateau_from',
-         'plateau_range', 'plateau_fpd', 'rank_nonzero')
+         'plateau_range', 'plateau_fpd')
 BUDGET = 0.1  # the paper: "a max L2 attack norm of 0.1 of the average input norm"
 SAMPLES = 16384
 CHUNK = 4096
@@ -170,7 +170,6 @@ def build(trained):
                                       for s, v in zip(shared, over)),
              "rank_all": f"{rank_correlation(relu.vulnerability, relu.features_per_dimension):.2f}",
              "rank_unmasked": f"{rank_correlation(upto.vulnerability, upto.features_per_dimension):.2f}",
-             "rank_nonzero": f"{rank_correlation(nz, relu.features_per_dimension):.2f}",
              "sparsest_zero_share": f"{last.zero_share:.0%}",
              "sparsest_zero_gain": f"{last.zero_input_gain:.2f}",
              "sparsest_nonzero": f"{last.vulnerability_nonzero:.2f}",
