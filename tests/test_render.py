@@ -2,6 +2,7 @@
 naming the file and line."""
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -100,10 +101,11 @@ def test_essay_features_render():
     assert 'id="sn-n"' in html and doc.toc[0]["name"] == "1 Part"
 
 
-ABOUT = {"concentration": essay.figure_about(
-    next(f for f in [type("F", (), {"title": "Random directions", "caption": "Mean of *dots*.",
-                                    "families": []})]), {
-        "m5": figures.note("mean (u·v)² at m = 5", "monte_carlo", "the row m = 5")})}
+def about():
+    """What the previews of a figure say, for a figure with a title, a caption and a fact note."""
+    fig = SimpleNamespace(title="Random directions", caption="Mean of *dots*.", families=[])
+    notes = {"m5": figures.note("mean (u·v)² at m = 5", "monte_carlo", "the row m = 5")}
+    return {"concentration": essay.figure_about(fig, notes)}
 
 
 def test_display_equations_are_numbered_and_referenced():
@@ -145,7 +147,7 @@ def test_facts_are_anchored_and_previewed_where_they_come_from():
                        "{{ concentration.m5 }} and $m = {{ concentration.m5 }}$ and "
                        "{{ concentration.pairs }}.\n\n::: figure concentration\n", IDS, BIB,
                        {**{i: {} for i in IDS}, "concentration": {"m5": "0.199", "pairs": "4000"}},
-                       lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>', about=ABOUT)
+                       lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>', about=about())
     tips = re.findall(r'<a href="#(fact-[\w-]+)" class="fact" id="\1"(?: aria-label="([^"]*)")? '
                       r'aria-describedby="tip-\1">(.*?)</a><span class="preview-tip fact-tip" '
                       r'role="tooltip" id="tip-\1">(.*?)</span></span>', doc.html)
@@ -163,7 +165,7 @@ def test_facts_are_anchored_and_previewed_where_they_come_from():
 def test_a_figure_reference_previews_the_figure():
     doc = essay.render(Path("content/essay.md"), "See @fig:concentration.\n\n"
                        "::: figure concentration\n", IDS, BIB, {i: {} for i in IDS},
-                       lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>', about=ABOUT)
+                       lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>', about=about())
     assert ('<span class="preview-tip xref-tip" role="tooltip" id="tip-xref-concentration-1">'
             '<span class="thumb" data-thumb="fig-concentration"></span><strong>Figure 1. Random '
             'directions.</strong> <span class="tip-caption">Mean of dots.</span></span>') in doc.html
