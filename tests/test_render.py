@@ -119,13 +119,15 @@ def test_display_equations_are_numbered_and_referenced():
 
 
 def test_sections_are_numbered_once_and_keep_their_ids():
-    doc = render("## Idea\n\n### Part\n\n## Lab\n\n### 2.1 First\n\n### Second\n")
+    doc = render("## Idea\n\n### Part\n\n## Lab\n\n### 2.1 First\n\n### Second\n\n"
+                 "## 3. After\n\n## 1984 and all that\n")
     html = doc.html
     numbers = re.findall(r'<h([23]) id="([^"]+)"><span class="secnum">([\d.]+)</span> ([^<]+)<a '
                          r'class="headerlink" href="#\2"', html)
     assert numbers == [("2", "idea", "1", "Idea"), ("3", "part", "1.1", "Part"),
                        ("2", "lab", "2", "Lab"), ("3", "21-first", "2.1", "First"),
-                       ("3", "second", "2.2", "Second")]
+                       ("3", "second", "2.2", "Second"), ("2", "3-after", "3", "After"),
+                       ("2", "1984-and-all-that", "4", "1984 and all that")]
     names = [doc.toc[0]["name"], doc.toc[1]["children"][0]["name"], doc.toc[1]["children"][1]["name"]]
     assert names == ["1 Idea", "2.1 First", "2.2 Second"]
 
