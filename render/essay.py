@@ -122,7 +122,7 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
         raise BuildError(path, f"figure '{fig}' is cross-referenced but never placed",
                          f"add '::: figure {fig}'", None)
     _equations(path, text.splitlines())
-    _sections(path, text)
+    _check_sections(path, text)
     if not allow_raw_html:
         _refuse_untrusted(path, text, prose_lines, figures, cites, bib)
     return figures, cites
@@ -161,10 +161,10 @@ def _equations(path, lines):
     return numbers
 
 
-def _sections(path, text):
-    """Section numbers of the ## and ### headings, in order (1, 1.1, ...): the renderer writes
-    them; a heading that carries a number by hand ("### 3.1 Neurons") must carry its own."""
-    numbers, h2, h3 = [], 0, 0
+def _check_sections(path, text):
+    """The ## and ### headings are numbered in order (1, 1.1, ...: _Sections writes the
+    numbers); a heading that carries a number by hand ("### 3.1 Neurons") must carry its own."""
+    h2, h3 = 0, 0
     for no, line in _prose(text.splitlines()):
         m = HEADING.match(line)
         if not m:
@@ -176,8 +176,6 @@ def _sections(path, text):
             raise BuildError(path, f"heading {m.group(2)!r} is numbered {hand.group(1)} by hand "
                              f"but is section {number}",
                              "drop the number (sections are numbered for you) or correct it", no)
-        numbers.append(number)
-    return numbers
 
 
 def _refuse_untrusted(path, text, prose_lines, figures, cites, bib):

@@ -142,6 +142,9 @@ def test_a_footnote_sits_beside_its_reference_with_its_facts_once():
                            '<span class="sn-p">A note with')
     assert "Second line" in para and 'class="footnote"' not in html and "footnote-backref" not in html
     assert html.count('id="fact-concentration-m5"') == 1
+    with pytest.raises(BuildError, match=r"footnote 'b' holds a <ul>; write a footnote as "
+                                         r"paragraphs only"):
+        render("Text.[^b]\n\n[^b]: A list:\n\n    - one\n    - two\n")
 
 
 def test_facts_are_anchored_and_previewed_where_they_come_from():
