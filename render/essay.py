@@ -309,9 +309,8 @@ class _Directives(Preprocessor):
                 if m.group(1) is not None else self._facts([m.group(2)], None)), line)
             line = CITE.sub(lambda m: keep(self._cite(CITE_KEY.findall(m.group(1)))), line)
             line = XREF.sub(lambda m: keep(self._xref(m.group(1))), line)
-            line = EQ_REF.sub(lambda m: keep(
-                f'<a class="xref" href="#eq-{m.group(1)}">Eq.\u00a0({c["equations"][m.group(1)]})</a>'),
-                line)
+            line = EQ_REF.sub(lambda m: keep(f'<a class="xref" href="#eq-{m.group(1)}">Eq.\u00a0'
+                                             f'({c["equations"][m.group(1)]})</a>'), line)
             for token, html in spans.items():
                 line = line.replace(token, html)
             out.append(line)
