@@ -155,8 +155,8 @@ FACT_NOTES = {
     "n": "features n (of equal importance) in the recorded run",
     "m": "hidden dimensions m of the recorded run",
     "density": "feature density 1 − S of the recorded run",
-    "snapshots": ("training steps at which W was recorded", "features", "column step, distinct "
-                  "values"),
+    "snapshots": ("snapshots of W recorded during training", "features",
+                  "column step, distinct values"),
     "seed": "seed of the recorded run, the lowest-loss one",
     "seeds": "seeds trained; the lowest-loss one is drawn",
     "seeds_with_event": "seeds whose loss has a plateau and drop in which some feature jumps",
