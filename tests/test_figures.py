@@ -179,3 +179,14 @@ def test_a_loss_drop_after_a_plateau_meets_a_dimensionality_jump(trained, built)
     assert loss[-1] == pytest.approx(float(tr.arrays["final_loss"][k]), rel=0.01)
     facts = built["learning-dynamics"].facts
     assert facts["jumping"] >= 1 and facts["plateau_from"] != "none"
+
+
+def test_fact_notes_name_facts_tables_and_models_the_figure_has(built):
+    """A fact's preview points a reader at a published table and at model files: each note must
+    name a fact the figure builds, one of its tables and some of its grid tables."""
+    for fid, notes in figures.fact_notes().items():
+        fig = built[fid]
+        assert set(notes) <= set(fig.facts), (fid, set(notes) - set(fig.facts))
+        for name, note in notes.items():
+            assert note["what"] and note["table"] in (None, *fig.tables), (fid, name, note)
+            assert set(note["models"] or ()) <= set(fig.families), (fid, name, note)
