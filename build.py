@@ -94,12 +94,14 @@ def main(argv=None):
         block = lambda root, inline: lambda fid, number: pages.render(
             env, "figure_block.html", fig=by_id[fid], root=root, inline=inline, **common)
         article = citation.article(meta, build)
+        notes = figures.fact_notes()
+        about = {i: essay.figure_about(f, notes[i]) for i, f in figs.items()}
         for inline in (None, pages.inline_assets(cache_dir)):
             # The offline edition links to other pages only where it knows their address.
             root = offline_root(meta) if inline else ""
             doc = essay.render(essay_path, essay_text, set(figs), bib,
                                {i: f.facts for i, f in figs.items()}, block(root, inline),
-                               meta["allow_raw_html"])
+                               meta["allow_raw_html"], about)
             name = "superposition-offline.html" if inline else "index.html"
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),

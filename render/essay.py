@@ -3,9 +3,17 @@
   $...$, $$...$$        TeX math, rendered to MathML at build time
   [@key], [@a; @b]       numbered citations with a hover/focus preview, from references.bib
   ::: figure ID          places a figure (alone on its line); numbered in order of placement
-  @fig:ID                a cross-reference, rendered "Figure N"
-  {{ ID.fact }}          a number computed from the trained models, filled in at build time
-  [^note]                footnotes (python-markdown), shown as sidenotes on wide screens
+  @fig:ID                a cross-reference, rendered "Figure N", with a preview of the figure
+  $$...$$ {#eq:LABEL}    a numbered display equation (alone on its line)
+  @eq:LABEL              a reference to it, rendered "Eq. (N)"
+  {{ ID.fact }}          a number computed from the trained models, filled in at build time, with
+                         its own anchor (#fact-ID-fact) and a preview of where it comes from
+  [^note]                footnotes (python-markdown), shown beside their reference: in the
+                         margin on wide screens, opened in place on phones
+  ## / ###               sections, numbered 1, 1.1, ... (a number written by hand must agree)
+
+Previews (citations, cross-references, footnotes, facts) share one markup, _preview(), which
+site.js and style.css show on hover, focus and a first tap.
 
 and nothing else: raw HTML, event-handler or style attributes and javascript:/vbscript:/data:
 addresses are refused with file:line unless content/meta.toml trusts the essay
@@ -13,6 +21,7 @@ addresses are refused with file:line unless content/meta.toml trusts the essay
 """
 import html
 import re
+import xml.etree.ElementTree as etree
 from dataclasses import dataclass, field
 
 import markdown
@@ -29,9 +38,16 @@ FIGURE = re.compile(r"^::: figure ([a-z0-9][a-z0-9-]*)\s*$")
 CITE = re.compile(r"\[((?:@[\w:-]+\s*;?\s*)+)\]")
 CITE_KEY = re.compile(r"@([\w:-]+)")
 XREF = re.compile(r"@fig:([a-z0-9][a-z0-9-]*)")
+EQUATION = re.compile(r"^\$\$(.+?)\$\$\s*\{#eq:([a-z0-9][a-z0-9-]*)\}\s*$")
+EQ_LABEL = re.compile(r"\{#eq:([^}]*)\}")
+EQ_REF = re.compile(r"@eq:([a-z0-9][a-z0-9-]*)")
+HEADING = re.compile(r"^(#{2,3})\s+(.*?)\s*#*\s*$")
+# "3.1 Neurons" or "3. Lab", not "1984 and after": a title may begin with a number
+HAND_NUMBER = re.compile(r"^(\d+(?:\.\d+)+|\d+(?=\.\s))\.?\s+")
 FACT = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$")
 INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
+MATH_OR_FACT = re.compile(f"{INLINE_MATH.pattern}|{FACT.pattern}")
 CODE_SPAN = re.compile(r"`[^`]*`")
 UNSAFE_SCHEME = re.compile(r"^(javascript|vbscript|data):")
 URL_ATTRIBUTES = ("href", "src")
@@ -105,9 +121,61 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
     for fig in set(XREF.findall(text)) - set(figures):
         raise BuildError(path, f"figure '{fig}' is cross-referenced but never placed",
                          f"add '::: figure {fig}'", None)
+    _equations(path, text.splitlines())
+    _check_sections(path, text)
     if not allow_raw_html:
         _refuse_untrusted(path, text, prose_lines, figures, cites, bib)
     return figures, cites
+
+
+def _prose(lines):
+    """(line number, line without code spans) for every line outside a fenced code block."""
+    in_code = False
+    for no, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code:
+            yield no, CODE_SPAN.sub("", line)
+
+
+def _equations(path, lines):
+    """{label: number} of the labelled display equations, in order; every @eq: names one."""
+    numbers, refs = {}, []
+    for no, line in _prose(lines):
+        m = EQUATION.match(line)
+        if m:
+            if m.group(2) in numbers:
+                raise BuildError(path, f"equation label '{m.group(2)}' is used twice",
+                                 "give each equation its own label", no)
+            numbers[m.group(2)] = len(numbers) + 1
+        elif EQ_LABEL.search(line):
+            raise BuildError(path, f"misplaced equation label '{EQ_LABEL.search(line).group(0)}'",
+                             "write it after a display equation, alone on its line: "
+                             "$$...$$ {#eq:name}, the name in a-z, 0-9 and -", no)
+        refs += [(no, label) for label in EQ_REF.findall(line)]
+    for no, label in refs:
+        if label not in numbers:
+            raise BuildError(path, f"unknown equation label '{label}'",
+                             "label a display equation with $$...$$ {#eq:" + label + "}"
+                             + (" or use one of: " + ", ".join(numbers) if numbers else ""), no)
+    return numbers
+
+
+def _check_sections(path, text):
+    """The ## and ### headings are numbered in order (1, 1.1, ...: _Sections writes the
+    numbers); a heading that carries a number by hand ("### 3.1 Neurons") must carry its own."""
+    h2, h3 = 0, 0
+    for no, line in _prose(text.splitlines()):
+        m = HEADING.match(line)
+        if not m:
+            continue
+        h2, h3 = (h2 + 1, 0) if len(m.group(1)) == 2 else (h2, h3 + 1)
+        number = f"{h2}" if len(m.group(1)) == 2 else f"{h2}.{h3}"
+        hand = HAND_NUMBER.match(m.group(2))
+        if hand and hand.group(1) != number:
+            raise BuildError(path, f"heading {m.group(2)!r} is numbered {hand.group(1)} by hand "
+                             f"but is section {number}",
+                             "drop the number (sections are numbered for you) or correct it", no)
 
 
 def _refuse_untrusted(path, text, prose_lines, figures, cites, bib):
@@ -207,6 +275,7 @@ class _Directives(Preprocessor):
 
     def run(self, lines):
         c, stash = self.ctx, self.md.htmlStash.store
+        c["equations"] = _equations(c["path"], lines)
         out, in_code = [], False
         for no, line in enumerate(lines, 1):
             if line.startswith("```"):
@@ -217,6 +286,10 @@ class _Directives(Preprocessor):
             m = FIGURE.match(line)
             if m:
                 out += ["", stash(c["figure_html"](m.group(1), c["numbers"][m.group(1)])), ""]
+                continue
+            m = EQUATION.match(line)
+            if m:
+                out += ["", stash(self._equation(m.group(1), m.group(2), no)), ""]
                 continue
             spans = {}
 
@@ -230,12 +303,14 @@ class _Directives(Preprocessor):
             # Facts inside math go into the TeX itself; elsewhere they are escaped HTML.
             tex = lambda m: FACT.sub(lambda f: str(c["fact"](f.group(1))), m.group(1))
             line = DISPLAY_MATH.sub(lambda m: keep(_math(tex(m), True, c["path"], no)), line)
-            line = INLINE_MATH.sub(lambda m: keep(_math(tex(m), False, c["path"], no)), line)
+            # Inline math and facts in one pass, so that facts are numbered in reading order.
+            line = MATH_OR_FACT.sub(lambda m: keep(self._facts(
+                FACT.findall(m.group(1)), _math(tex(m), False, c["path"], no), tex(m).strip())
+                if m.group(1) is not None else self._facts([m.group(2)], None)), line)
             line = CITE.sub(lambda m: keep(self._cite(CITE_KEY.findall(m.group(1)))), line)
-            line = XREF.sub(lambda m: keep(
-                f'<a class="xref" href="#fig-{m.group(1)}">Figure {c["numbers"][m.group(1)]}</a>'),
-                line)
-            line = FACT.sub(lambda m: keep(str(escape(c["fact"](m.group(1))))), line)
+            line = XREF.sub(lambda m: keep(self._xref(m.group(1))), line)
+            line = EQ_REF.sub(lambda m: keep(f'<a class="xref" href="#eq-{m.group(1)}">Eq.\u00a0'
+                                             f'({c["equations"][m.group(1)]})</a>'), line)
             for token, html in spans.items():
                 line = line.replace(token, html)
             out.append(line)
@@ -249,11 +324,81 @@ class _Directives(Preprocessor):
             # Each use of a key gets its own ids: the preview's, and the one references link back to.
             k = c["cited"][key] = c["cited"].get(key, 0) + 1
             uid = f"{escape(key)}-{k}"
-            parts.append(f'<span class="cite"><a href="#ref-{escape(key)}" id="cite-{uid}" '
-                         f'aria-describedby="tip-{uid}">{n}</a>'
-                         f'<span class="cite-tip" role="tooltip" id="tip-{uid}">'
-                         f'{escape(entry.text())}</span></span>')
+            parts.append(_preview("cite", f"#ref-{escape(key)}", f'id="cite-{uid}"', str(n),
+                                  f"tip-{uid}", escape(entry.text())))
         return "<sup class=\"cites\">[" + ", ".join(parts) + "]</sup>"
+
+    def _uses(self, name):
+        """How many times `name` has been used so far, this use included."""
+        uses = self.ctx.setdefault("uses", {})
+        uses[name] = uses.get(name, 0) + 1
+        return uses[name]
+
+    def _equation(self, tex, label, no):
+        c = self.ctx
+        tex = FACT.sub(lambda f: str(c["fact"](f.group(1))), tex)
+        return (f'<div class="equation" id="eq-{label}">{_math(tex, True, c["path"], no)}'
+                f'<span class="eq-num">({c["equations"][label]})</span></div>')
+
+    def _xref(self, fid):
+        """"Figure N", previewing the figure's title, caption and (site.js) static image."""
+        c, about = self.ctx, self.ctx.get("about", {}).get(fid, {})
+        n = c["numbers"][fid]
+        title = f' {escape(about["title"])}.' if about.get("title") else ""
+        caption = (f' <span class="tip-caption">{escape(about["caption"])}</span>'
+                   if about.get("caption") else "")
+        tip = (f'<span class="thumb" data-thumb="fig-{fid}"></span>'
+               f'<strong>Figure {n}.{title}</strong>{caption}')
+        return _preview("xref", f"#fig-{fid}", 'class="xref"', f"Figure {n}",
+                        f"tip-xref-{fid}-{self._uses('fig:' + fid)}", tip)
+
+    def _facts(self, names, label, tex=None):
+        """Facts as links to themselves (id fact-FIGURE-NAME, -2, -3 on later uses), previewing
+        what each is and where it comes from; `label` is the HTML they show (math that quotes
+        them, `tex` its source) or None for the fact's own value. Math without facts is returned
+        as it is."""
+        if not names:
+            return label
+        c, ids, tips = self.ctx, [], []
+        for name in names:
+            fig, _, key = name.partition(".")
+            k = self._uses(name)
+            ids.append(f"fact-{fig}-{key}" + (f"-{k}" if k > 1 else ""))
+            tips.append(_fact_tip(fig, key, c["numbers"].get(fig), c.get("about", {}).get(fig, {})))
+        label = label if label is not None else str(escape(c["fact"](names[0])))
+        # One link for the math; any further facts in it keep an anchor of their own.
+        extra = "".join(f'<span id="{i}"></span>' for i in ids[1:])
+        # A link holding only math has no name browsers compute from MathML: give it its TeX.
+        named = f' aria-label="{escape(tex)}"' if tex else ""
+        return extra + _preview("fact", f"#{ids[0]}", f'class="fact" id="{ids[0]}"{named}', label,
+                                f"tip-{ids[0]}", "<br>".join(tips))
+
+
+def _preview(kind, href, attrs, label, tip_id, tip):
+    """The one markup of every preview: a link and, beside it, what it previews (role=tooltip,
+    shown by style.css on hover and focus and by site.js on a first tap)."""
+    return (f'<span class="preview {kind}"><a href="{href}" {attrs} aria-describedby="{tip_id}">'
+            f'{label}</a><span class="preview-tip {kind}-tip" role="tooltip" id="{tip_id}">'
+            f'{tip}</span></span>')
+
+
+def _fact_tip(fig, key, number, about):
+    """What a fact is, from which models, and which rows of which published table."""
+    note = about.get("notes", {}).get(key) or {}
+    what = note.get("what") or ""
+    where = f"Figure {number}" if number else "the figure"
+    parts = [f"<strong>{escape(what[:1].upper() + what[1:])}.</strong>" if what else "",
+             f"From {where}" + (f", {escape(about['title'])}." if about.get("title") else ".")]
+    models = note.get("models") or about.get("families")
+    if models:
+        parts.append("Models: " + ", ".join(f"{escape(m)} (data/models/{escape(m)}.json)"
+                                            for m in models) + ".")
+    elif about:
+        parts.append("No trained model: computed directly.")
+    if note.get("table"):
+        rows = f", {escape(note['rows'])}" if note.get("rows") else ""
+        parts.append(f"Data: figures/{escape(fig)}/{escape(note['table'])}.csv{rows}.")
+    return " ".join(p for p in parts if p)
 
 
 class _ExternalLinks(Treeprocessor):
@@ -265,8 +410,88 @@ class _ExternalLinks(Treeprocessor):
                 a.set("rel", "noopener")
 
 
-def render(path, text, figure_ids, bib, facts, figure_html, allow_raw_html=False):
-    """The essay's HTML body; figure_html(id, number) gives a placed figure's markup."""
+class _Sections(Treeprocessor):
+    """Each ## and ### heading gets its section number (1, 1.1, ...) in a span of its own, after
+    the toc extension has given it its id, so ids stay what they were; `numbers` maps each
+    heading's id to its number, for the table of contents."""
+
+    def run(self, root):
+        self.numbers, h2, h3 = {}, 0, 0
+        for el in root.iter():
+            if el.tag not in ("h2", "h3"):
+                continue
+            h2, h3 = (h2 + 1, 0) if el.tag == "h2" else (h2, h3 + 1)
+            number = f"{h2}" if el.tag == "h2" else f"{h2}.{h3}"
+            text = el.text or ""
+            hand = HAND_NUMBER.match(text)
+            if hand and hand.group(1) == number:  # written by hand (scan checked it): not twice
+                text = text[hand.end():]
+            span = etree.Element("span", {"class": "secnum"})
+            span.text, span.tail, el.text = number, " " + text, None
+            el.insert(0, span)
+            self.numbers[el.get("id")] = number
+
+
+def _number_toc(tokens, numbers):
+    for t in tokens:
+        number = numbers.get(t["id"])
+        if number and not HAND_NUMBER.match(t["name"]):
+            t["name"] = f"{number} {t['name']}"
+        _number_toc(t["children"], numbers)
+
+
+class _Sidenotes(Treeprocessor):
+    """Each footnote moves from the list at the end to a note beside its reference, the
+    reference's preview (style.css: in the margin on wide screens, opened in place on phones,
+    a block under its line in print); a note in the flow reads without CSS too. The list goes,
+    so that every note, and every fact anchor in it, is on the page once."""
+
+    def __init__(self, md, path):
+        super().__init__(md)
+        self.path = path
+
+    def run(self, root):
+        notes = next((d for d in root.iter("div") if d.get("class") == "footnote"), None)
+        if notes is None:
+            return
+        items = {li.get("id"): li for li in notes.iter("li")}
+        parents = {child: parent for parent in root.iter() for child in parent}
+        for sup in [s for s in root.iter("sup") if s.get("id", "").startswith("fnref")]:
+            a = sup.find("a")
+            target = a.get("href", "")[1:]
+            sid = "sn-" + target.partition(":")[2]
+            a.set("href", "#" + sid)
+            li = items.pop(target, None)
+            if li is None:  # a note referred to twice sits beside its first reference
+                continue
+            parent = parents[sup]
+            at = list(parent).index(sup)
+            wrap = etree.Element("span", {"class": "preview note"})
+            wrap.tail, sup.tail = sup.tail, None
+            parent.remove(sup)
+            wrap.append(sup)
+            a.set("aria-describedby", sid)
+            note = etree.SubElement(wrap, "span", {"class": "preview-tip sidenote",
+                                                  "role": "note", "id": sid})
+            etree.SubElement(note, "span", {"class": "sn-num"}).text = a.text
+            for child in list(li):
+                if child.tag != "p":
+                    raise BuildError(self.path, f"footnote '{target.partition(':')[2]}' "
+                                     f"holds a <{child.tag}>", "write a footnote as paragraphs "
+                                     "only: it is shown beside the line that cites it")
+                child.tag, child.attrib = "span", {"class": "sn-p"}
+                note.append(child)
+            for p in note:
+                for back in [x for x in p if x.get("class") == "footnote-backref"]:
+                    p.remove(back)
+            parent.insert(at, wrap)
+        parents[notes].remove(notes)
+
+
+def render(path, text, figure_ids, bib, facts, figure_html, allow_raw_html=False, about=None):
+    """The essay's HTML body; figure_html(id, number) gives a placed figure's markup; `about`
+    (figure id -> {"title", "caption" as plain text, "families", "notes": fact notes}) is what
+    the previews of cross-references and facts say."""
     figures, cites = scan(path, text, figure_ids, bib, facts, allow_raw_html)
 
     def fact(name):
@@ -274,10 +499,21 @@ def render(path, text, figure_ids, bib, facts, figure_html, allow_raw_html=False
         return facts[fig][key]
 
     ctx = _context(path, bib, figures, cites, figure_html, fact)
+    ctx["about"] = about or {}
     md = _markdown(ctx)
+    sections = _Sections(md)
+    md.treeprocessors.register(sections, "sections", 4)  # after toc (5) has set the ids
+    md.treeprocessors.register(_Sidenotes(md, path), "sidenotes", 3)  # after footnotes (50, 15)
     body = md.convert(text)
+    _number_toc(md.toc_tokens, sections.numbers)
     words = len(re.sub(r"<[^>]+>", " ", body).split())
     return Essay(body, md.toc_tokens, figures, cites, words, cited=ctx["cited"])
+
+
+def figure_about(fig, notes):
+    """What the previews say of a figure (a precompute.figures.Figure) and its facts' notes."""
+    caption = html.unescape(re.sub(r"<[^>]+>", "", markdown.markdown(fig.caption))).strip()
+    return {"title": fig.title, "caption": caption, "families": fig.families, "notes": notes}
 
 
 def _context(path, bib, figures, cites, figure_html, fact):

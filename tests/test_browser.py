@@ -381,3 +381,101 @@ def test_a_tap_on_a_citation_shows_its_preview_before_following_it(browser, site
     link.evaluate(tap)  # a second tap follows the link to the reference
     assert page.page.evaluate("location.hash").startswith("#ref-")
     page.close()
+
+
+TAP = """a => a.dispatchEvent(new PointerEvent('click', {pointerType: 'touch', bubbles: true,
+                                                    cancelable: true}))"""
+
+
+@pytest.mark.parametrize("name", ["index.html", "superposition-offline.html"])
+def test_hovering_a_figure_reference_previews_its_caption_and_image(browser, site, name):
+    """From file://, in both editions: the preview shows the figure's number, title and caption
+    and its static image, taken from the figure itself (a file beside the page, or inlined)."""
+    page = Page(browser, (site / name).as_uri())
+    link = page.page.locator(".preview.xref > a").first
+    tip = page.page.locator(".preview.xref > .xref-tip").first
+    assert not tip.is_visible()
+    link.hover()
+    number = link.inner_text()
+    assert tip.is_visible() and tip.inner_text().startswith(number + ". ")
+    page.page.wait_for_function("""t => { const i = t.querySelector('.thumb img');
+        return i && i.complete && i.naturalWidth > 0; }""", arg=tip.element_handle(), timeout=5000)
+    src = tip.locator(".thumb img").get_attribute("src")
+    assert src.startswith("data:" if "offline" in name else "file:")
+    box = tip.bounding_box()
+    assert box["y"] >= 0 and box["x"] >= 0 and box["x"] + box["width"] <= 1280
+    assert page.console == []
+    page.close()
+
+
+def test_a_fact_has_an_anchor_and_a_preview_of_where_it_comes_from(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    facts = page.page.locator("a.fact")
+    ids = page.page.eval_on_selector_all("a.fact", "as => as.map(a => a.id)")
+    assert len(ids) == len(set(ids)) > 100 and all(i.startswith("fact-") for i in ids)
+    fact = page.page.locator("#fact-superposition-panel-relu_sparse_represented")
+    tip = page.page.locator("#tip-fact-superposition-panel-relu_sparse_represented")
+    assert not tip.is_visible()
+    fact.hover()
+    text = tip.inner_text()
+    assert tip.is_visible() and text.startswith("Features the lowest-loss ReLU model represents")
+    assert "Models: superposition (data/models/superposition.json)" in text
+    assert "Data: figures/superposition-panel/norms.csv" in text
+    fact.click()  # a reader cites the number by its address
+    assert page.page.evaluate("location.hash") == "#fact-superposition-panel-relu_sparse_represented"
+    page.close()
+
+
+def note_geometry(page):
+    return page.evaluate("""() => {
+        const ref = document.querySelector('.note > sup a'), note = document.querySelector('.note > .sidenote');
+        const p = ref.closest('p'), r = ref.getBoundingClientRect(), n = note.getBoundingClientRect();
+        const col = p.getBoundingClientRect();
+        return {ref: [r.left, r.top, r.bottom], note: [n.left, n.top, n.right, n.width],
+                col: [col.left, col.right, col.height], position: getComputedStyle(note).position,
+                visible: getComputedStyle(note).display !== 'none' && n.width > 0};
+    }""")
+
+
+def test_on_a_wide_screen_a_footnote_sits_in_the_margin_beside_its_reference(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    g = note_geometry(page.page)
+    assert g["visible"] and g["note"][0] > g["col"][1] and g["note"][2] <= 1280, g
+    assert abs(g["note"][1] - g["ref"][1]) < 30, g  # level with the line that cites it
+    assert page.page.locator(".footnote").count() == 0  # on the page once
+    page.close()
+
+
+def test_on_a_phone_a_tap_opens_the_footnote_in_place(browser, site):
+    page = browser.new_page()
+    page.set_viewport_size(PHONE)
+    page.goto((site / "index.html").as_uri())
+    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    before = note_geometry(page)
+    assert not before["visible"]
+    page.evaluate("document.activeElement.blur()")
+    page.locator(".note > sup a").first.evaluate(TAP)
+    after = note_geometry(page)
+    assert after["visible"] and after["position"] == "static", after
+    # in the column, under its line, and the paragraph opened up to make room for it
+    assert after["col"][0] <= after["note"][0] and after["note"][2] <= after["col"][1], after
+    assert after["note"][1] >= after["ref"][2] - 1 and after["col"][2] > before["col"][2] + 40
+    assert page.evaluate("location.hash") == ""
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    page.close()
+
+
+def test_sections_are_numbered_and_equations_referenced(browser, site):
+    page = Page(browser, (site / "index.html").as_uri())
+    heading = page.page.locator('h3[id="31-neurons-in-a-privileged-basis"]')
+    assert heading.inner_text().startswith("3.1 Neurons in a privileged basis")
+    link = heading.locator(".headerlink")
+    assert link.is_visible() and float(link.evaluate("a => getComputedStyle(a).opacity")) > 0.5
+    assert link.get_attribute("href") == "#31-neurons-in-a-privileged-basis"
+    ref = page.page.locator('a.xref[href="#eq-model"]').first
+    assert ref.inner_text() == "Eq.\u00a0(1)"
+    ref.click()
+    eq = page.page.locator("#eq-model")
+    assert eq.locator(".eq-num").inner_text() == "(1)" and eq.locator("math").count() == 1
+    assert page.page.evaluate("location.hash") == "#eq-model"
+    page.close()

@@ -241,6 +241,12 @@ BAD_INPUTS = {
                           r"content/essay.md:3: unknown figure id 'nope'; use one of"),
     "unknown cross-reference": (essay("See @fig:nope.\n"), [],
                                 r"content/essay.md:1: unknown figure id 'nope' in a cross"),
+    "unknown equation label": (essay("$$a$$ {#eq:a}\n\nAs @eq:x shows.\n"), [],
+                               r"content/essay.md:3: unknown equation label 'x'; label a display "
+                               r"equation with \$\$\.\.\.\$\$ \{#eq:x\} or use one of: a"),
+    "misnumbered section": (essay("## A\n\n### 3.1 B\n"), [],
+                            r"content/essay.md:3: heading '3.1 B' is numbered 3.1 by hand but is "
+                            r"section 1.1; drop the number"),
     "unknown citation": (essay("x [@nobody]\n"), [],
                          r"content/essay.md:1: unknown citation key 'nobody'; add it to"),
     "unknown fact": (essay("# T\n\n{{ superposition-panel.nope }}\n"), [],

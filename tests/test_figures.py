@@ -323,3 +323,13 @@ def test_sae_recovery_needs_room_for_the_represented_features_and_an_interior_pe
     assert min(room) >= 0.99 and m < int(facts["mid_size"]) < n
     assert facts["best_with_room"] == f"{min(room):.3f}" and facts["best_at_n"] == f"{min(large):.3f}"
     assert facts["l1_interior"] == "yes"
+
+def test_fact_notes_name_facts_tables_and_models_the_figure_has(built):
+    """A fact's preview points a reader at a published table and at model files: each note must
+    name a fact the figure builds, one of its tables and some of its grid tables."""
+    for fid, notes in figures.fact_notes().items():
+        fig = built[fid]
+        assert set(notes) <= set(fig.facts), (fid, set(notes) - set(fig.facts))
+        for name, note in notes.items():
+            assert note["what"] and note["table"] in (None, *fig.tables), (fid, name, note)
+            assert set(note["models"] or ()) <= set(fig.families), (fid, name, note)

@@ -1,6 +1,8 @@
 """The render stage: essay syntax, bibliography and templates, each bad input a one-line error
 naming the file and line."""
+import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -28,6 +30,10 @@ def render(text, facts=None):
     ("{{ concentration.nope }}\n", 1, "has no fact 'nope'"),
     ("{{ nofigure }}\n", 1, "unknown fact"),
     ("::: figure concentration\n::: figure concentration\n", 2, "placed twice"),
+    ("$$a$$ {#eq:a}\n\nsee @eq:b\n", 3, "unknown equation label 'b'"),
+    ("$$a$$ {#eq:a}\n\n$$b$$ {#eq:a}\n", 3, "equation label 'a' is used twice"),
+    ("x $a$ {#eq:a}\n", 1, "misplaced equation label '{#eq:a}'"),
+    ("## A\n\n### 2.1 B\n", 3, "heading '2.1 B' is numbered 2.1 by hand but is section 1.1"),
 ])
 def test_bad_essay_input_names_file_and_line(text, line, message):
     with pytest.raises(BuildError) as e:
@@ -89,15 +95,92 @@ def test_essay_features_render():
     html = doc.html
     assert doc.figure_order == ["concentration"] and doc.citations == ["elhage2022toy", "olah2020zoom"]
     assert 'href="#ref-elhage2022toy"' in html and 'role="tooltip"' in html
-    assert '<a class="xref" href="#fig-concentration">Figure 1</a>' in html
+    assert '<a href="#fig-concentration" class="xref" aria-describedby="tip-xref-concentration-1">' \
+           'Figure 1</a>' in html
     assert "<math" in html and 'display="block"' in html and "0.199" in html
-    assert 'class="footnote"' in html and doc.toc[0]["name"] == "Part"
+    assert 'id="sn-n"' in html and doc.toc[0]["name"] == "1 Part"
+
+
+def about():
+    """What the previews of a figure say, for a figure with a title, a caption and a fact note."""
+    fig = SimpleNamespace(title="Random directions", caption="Mean of *dots*.", families=[])
+    notes = {"m5": figures.note("mean (u·v)² at m = 5", "monte_carlo", "the row m = 5")}
+    return {"concentration": essay.figure_about(fig, notes)}
+
+
+def test_display_equations_are_numbered_and_referenced():
+    html = render("See @eq:second and @eq:first.\n\n$$a = 1$$ {#eq:first}\n\n$$b$$\n\n"
+                  "$$c = 2$$ {#eq:second}\n").html
+    assert '<a class="xref" href="#eq-second">Eq.\u00a0(2)</a> and ' \
+           '<a class="xref" href="#eq-first">Eq.\u00a0(1)</a>' in html
+    assert html.count('class="equation"') == 2 and '<div class="equation" id="eq-first"><math' in html
+    assert html.index('id="eq-first"') < html.index('<span class="eq-num">(1)</span>') \
+        < html.index('id="eq-second"') < html.index('<span class="eq-num">(2)</span>')
+
+
+def test_sections_are_numbered_once_and_keep_their_ids():
+    doc = render("## Idea\n\n### Part\n\n## Lab\n\n### 2.1 First\n\n### Second\n\n"
+                 "## 3. After\n\n## 1984 and all that\n")
+    html = doc.html
+    numbers = re.findall(r'<h([23]) id="([^"]+)"><span class="secnum">([\d.]+)</span> ([^<]+)<a '
+                         r'class="headerlink" href="#\2"', html)
+    assert numbers == [("2", "idea", "1", "Idea"), ("3", "part", "1.1", "Part"),
+                       ("2", "lab", "2", "Lab"), ("3", "21-first", "2.1", "First"),
+                       ("3", "second", "2.2", "Second"), ("2", "3-after", "3", "After"),
+                       ("2", "1984-and-all-that", "4", "1984 and all that")]
+    names = [doc.toc[0]["name"], doc.toc[1]["children"][0]["name"], doc.toc[1]["children"][1]["name"]]
+    assert names == ["1 Idea", "2.1 First", "2.2 Second"]
+
+
+def test_a_footnote_sits_beside_its_reference_with_its_facts_once():
+    html = render("Text.[^a] More.\n\n[^a]: A note with {{ concentration.m5 }}.\n    Second "
+                  "line.\n", facts={**{i: {} for i in IDS}, "concentration": {"m5": "0.199"}}).html
+    para = re.search(r"<p>Text\.(.*?) More\.</p>", html, re.S).group(1)
+    assert para.startswith('<span class="preview note"><sup id="fnref:a"><a aria-describedby="sn-a" '
+                           'class="footnote-ref" href="#sn-a">1</a></sup><span class="preview-tip '
+                           'sidenote" id="sn-a" role="note"><span class="sn-num">1</span>'
+                           '<span class="sn-p">A note with')
+    assert "Second line" in para and 'class="footnote"' not in html and "footnote-backref" not in html
+    assert html.count('id="fact-concentration-m5"') == 1
+    with pytest.raises(BuildError, match=r"footnote 'b' holds a <ul>; write a footnote as "
+                                         r"paragraphs only"):
+        render("Text.[^b]\n\n[^b]: A list:\n\n    - one\n    - two\n")
+
+
+def test_facts_are_anchored_and_previewed_where_they_come_from():
+    doc = essay.render(Path("content/essay.md"),
+                       "{{ concentration.m5 }} and $m = {{ concentration.m5 }}$ and "
+                       "{{ concentration.pairs }}.\n\n::: figure concentration\n", IDS, BIB,
+                       {**{i: {} for i in IDS}, "concentration": {"m5": "0.199", "pairs": "4000"}},
+                       lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>', about=about())
+    tips = re.findall(r'<a href="#(fact-[\w-]+)" class="fact" id="\1"(?: aria-label="([^"]*)")? '
+                      r'aria-describedby="tip-\1">(.*?)</a><span class="preview-tip fact-tip" '
+                      r'role="tooltip" id="tip-\1">(.*?)</span></span>', doc.html)
+    # math that quotes a fact is its link, named by its TeX (browsers name no link by MathML)
+    assert [(i, name, label[:5]) for i, name, label, _ in tips] == [
+        ("fact-concentration-m5", "", "0.199"), ("fact-concentration-m5-2", "m = 0.199", "<math"),
+        ("fact-concentration-pairs", "", "4000")]
+    tips = [(i, label, tip) for i, _, label, tip in tips]
+    assert tips[0][2] == ("<strong>Mean (u·v)² at m = 5.</strong> From Figure 1, Random directions. "
+                          "No trained model: computed directly. Data: "
+                          "figures/concentration/monte_carlo.csv, the row m = 5.")
+    assert tips[2][2] == "From Figure 1, Random directions. No trained model: computed directly."
+
+
+def test_a_figure_reference_previews_the_figure():
+    doc = essay.render(Path("content/essay.md"), "See @fig:concentration.\n\n"
+                       "::: figure concentration\n", IDS, BIB, {i: {} for i in IDS},
+                       lambda fid, n: f'<figure id="fig-{fid}">Figure {n}</figure>', about=about())
+    assert ('<span class="preview-tip xref-tip" role="tooltip" id="tip-xref-concentration-1">'
+            '<span class="thumb" data-thumb="fig-concentration"></span><strong>Figure 1. Random '
+            'directions.</strong> <span class="tip-caption">Mean of dots.</span></span>') in doc.html
 
 
 def test_facts_inside_math_are_substituted_into_the_tex():
     html = render("With $n = {{ concentration.m5 }}$ features.\n",
                   facts={**{i: {} for i in IDS}, "concentration": {"m5": "100"}}).html
-    assert "<mn>100</mn>" in html and "concentration" not in html
+    math = re.search(r"<math.*</math>", html).group(0)
+    assert "<mn>100</mn>" in math and "concentration" not in math
 
 
 def test_external_links_get_noopener():

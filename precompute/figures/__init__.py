@@ -24,6 +24,15 @@ class Figure:
     facts: dict = field(default_factory=dict)  # numbers the essay fills in
 
 
+def note(what, table=None, rows=None, models=None):
+    """A fact's description, for its preview in the essay: what the number is, and where a
+    reader can check it: the rows (`rows`, as a reader would pick them out) of the figure's
+    table `table` (published as figures/<id>/<table>.csv), and the grid tables of the models it
+    comes from where that is fewer than the figure's own (`models`, a list). A module's
+    FACT_NOTES maps each fact name to these arguments: a string (`what`) or a tuple."""
+    return {"what": what, "table": table, "rows": rows, "models": models}
+
+
 def sparsity_label(s):
     return f"{s:.3g}"
 
@@ -99,6 +108,13 @@ def ids():
 def facts():
     """Figure id -> the fact names its build() returns, known without training (for --check)."""
     return {m.ID: m.FACTS for m in _modules()}
+
+
+def fact_notes():
+    """Figure id -> {fact name: note(...)}: each module's FACT_NOTES, beside its FACTS. A fact
+    without a note still renders, its preview naming only its figure."""
+    return {m.ID: {name: note(*v) if isinstance(v, tuple) else note(v)
+                   for name, v in getattr(m, "FACT_NOTES", {}).items()} for m in _modules()}
 
 
 def required_families():

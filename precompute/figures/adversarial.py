@@ -232,3 +232,39 @@ def build(trained):
                    "non-zero inputs": "the same score, lambda included, on the inputs with some "
                                       "feature present",
                    "selection": "lowest final loss of the seeds at each sparsity"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "budget": "the attack's L2 budget, as a share of the average input's norm (the paper's)",
+    "samples": "inputs each model is scored on, at each sparsity",
+    "dense": ("vulnerability (loss increase per λ², in units of I_1/n) of the densest ReLU "
+              "model", "vulnerability", "the ReLU model's first row", ["superposition"]),
+    "peak": ("highest vulnerability of any ReLU model in the sweep", "vulnerability",
+             "ReLU model rows, the largest vulnerability", ["superposition"]),
+    "peak_sparsity": ("sparsity S of that most vulnerable ReLU model", "vulnerability",
+                      "ReLU model rows, the largest vulnerability", ["superposition"]),
+    "peak_fpd": ("features per dimension ‖W‖²_F / m of that model", "vulnerability",
+                 "ReLU model rows, the largest vulnerability", ["superposition"]),
+    "sparsest": ("the sparsest S of the sweep", "vulnerability", "the ReLU model's last row",
+                 ["superposition"]),
+    "sparsest_vulnerability": ("vulnerability of the sparsest ReLU model", "vulnerability",
+                               "the ReLU model's last row", ["superposition"]),
+    "sparsest_fpd": ("features per dimension of the sparsest ReLU model", "vulnerability",
+                     "the ReLU model's last row", ["superposition"]),
+    "sparsest_budget": ("length λ of the attack at the sparsest S (a tenth of the average "
+                        "input's norm)", "vulnerability", "the ReLU model's last row, "
+                        "column attack_norm", ["superposition"]),
+    "sparsest_threshold": ("median ReLU threshold −b_i of the represented features of the "
+                           "sparsest ReLU model", "vulnerability", "the ReLU model's last row, "
+                           "column threshold", ["superposition"]),
+    "linear_range": ("lowest to highest vulnerability of the linear models", "vulnerability",
+                     "rows with model = linear model", ["linear"]),
+    "over_linear": ("the ReLU model's vulnerability over the linear model's at each sparsity "
+                    "both were trained at (S > 0)", "vulnerability", "rows of the same S"),
+    "rank_all": ("rank correlation of vulnerability with features per dimension, over every "
+                 "ReLU model", "vulnerability", "ReLU model rows", ["superposition"]),
+    "rank_unmasked": ("rank correlation of vulnerability with features per dimension, ReLU "
+                      "models up to the peak", "vulnerability", "ReLU model rows up to the peak's S",
+                      ["superposition"]),
+}

@@ -175,3 +175,37 @@ def build(trained):
                    "computed": "sum over features of 1 - relative error of y'_i on x = t e_i",
                    "monosemantic": f"top feature's share of squared input weights >= "
                                    f"{MONOSEMANTIC}"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "n": "features n of the absolute-value models",
+    "m": "hidden neurons m of the absolute-value models",
+    "half_m": "half the neurons, m/2",
+    "dense_computed": ("features' worth of |x_i| the densest lowest-loss model computes (the sum "
+                       "of 1 − error, clipped to [0, 1])", "counts", "the densest row, column "
+                       "computed"),
+    "dense_both": ("features the densest model computes for both signs of x_i", "counts",
+                   "the densest row, column both_signs"),
+    "dense_dedicated": ("fewest monosemantic neurons any both-signs feature has in the densest "
+                        "model", "counts", "the densest row, column min_dedicated"),
+    "dense_polysemantic": ("polysemantic neurons in the densest model", "counts",
+                           "the densest row, column polysemantic"),
+    "sparse_density": ("feature density 1 − S of the sparsest model", "counts",
+                       "the sparsest row, column density"),
+    "sparse_computed": ("features' worth of |x_i| the sparsest model computes", "counts",
+                        "the sparsest row, column computed"),
+    "sparse_both": ("features the sparsest model computes for both signs", "counts",
+                    "the sparsest row, column both_signs"),
+    "sparse_one_sign": ("features the sparsest model computes for one sign only", "counts",
+                        "the sparsest row, column one_sign"),
+    "sparse_polysemantic": ("polysemantic neurons in the sparsest model", "counts",
+                            "the sparsest row, column polysemantic"),
+    "first_polysemantic_density": ("highest density whose model has a polysemantic neuron",
+                                   "counts", "rows with polysemantic > 0, the largest density"),
+    "most_computed": ("most features' worth computed by any density's model", "counts",
+                      "the row with the largest computed"),
+    "most_computed_density": ("density of that model", "counts",
+                              "the row with the largest computed, column density"),
+    "seeds": "seeds trained at each density; the lowest-loss one is drawn",
+}

@@ -50,3 +50,15 @@ def build(trained):
     return Figure(ID, "Random directions are nearly orthogonal", caption, description, chart,
                   {"monte_carlo": df}, FAMILIES, {"pairs": PAIRS, "seed": SEED,
                                             "dimensions": DIMENSIONS}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "pairs": "pairs of random unit vectors drawn at each dimension m",
+    "worst_error": ("largest relative gap between the Monte Carlo mean of (u·v)² and the exact "
+                    "1/m, over every dimension", "monte_carlo", "all rows, mean against exact"),
+    "m5": ("Monte Carlo mean of (u·v)² for pairs of random unit vectors in m = 5 dimensions",
+           "monte_carlo", "the row m = 5, column mean"),
+    "m512": ("Monte Carlo mean of (u·v)² for pairs of random unit vectors in m = 512 dimensions",
+             "monte_carlo", "the row m = 512, column mean"),
+}

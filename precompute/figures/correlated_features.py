@@ -161,3 +161,39 @@ def build(trained):
                    "gram": gram}, FAMILIES,
                   {"selection": "lowest final loss of the seeds at each grid point",
                    "collapsed": f"a pair's cosine above {COLLAPSED}"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "density": "feature density 1 − S of the top panels (two pairs in m = 2)",
+    "correlated_within_cos": (
+        "largest |cosine| between the two features of a correlated pair, in the lowest-loss "
+        "two-pair model (n = 4) at every density up to 0.25", None, None, ["correlated"]),
+    "anticorrelated_within_cos": (
+        "largest cosine between the two features of an anticorrelated pair, in the lowest-loss "
+        "model at every grid point", None, None, ["anticorrelated"]),
+    "collapsed_sparsest": (
+        "correlated pairs (of three, n = 6) whose features share one direction (cosine above "
+        "0.95) at the sparsest density", "collapse", "the row of the lowest density",
+        ["correlated"]),
+    "collapsed_densest": (
+        "correlated pairs (of three, n = 6) whose features share one direction (cosine above "
+        "0.95) at the densest density", "collapse", "the row of the highest density",
+        ["correlated"]),
+    "sparsest": ("lowest feature density 1 − S of the three-pair sweep", "collapse",
+                 "column density, smallest value", ["correlated"]),
+    "densest": ("highest feature density 1 − S of the three-pair sweep", "collapse",
+                "column density, largest value", ["correlated"]),
+    "hexagon_densities": ("densities at which none of the three correlated pairs has collapsed "
+                          "onto one direction", "collapse", "rows with collapsed = 0",
+                          ["correlated"]),
+    "pca_norm": ("mean column norm ‖W_i‖ of the densest three-pair model", "three_pairs",
+                 "rows with d_index = 0, the length of (x, y)", ["correlated"]),
+    "basis_density": ("feature density of the two-sets-of-ten model, n = 20 in m = 10 (the "
+                      "lowest of its sweep)", "gram", None, ["local_bases"]),
+    "basis_within": ("mean |cosine| between features of the same correlated set of ten, n = 20 "
+                     "in m = 10", None, None, ["local_bases"]),
+    "basis_between": ("mean |cosine| between features of different sets of ten, n = 20 in "
+                      "m = 10", None, None, ["local_bases"]),
+    "seeds": "seeds trained at each grid point; each panel shows the lowest-loss one",
+}

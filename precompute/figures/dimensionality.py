@@ -134,3 +134,45 @@ def build(trained):
                   {"dims_per_feature": curve, "features": dots}, FAMILIES,
                   {"represented": f"||W_i|| > {REPRESENTED}", "seed": "lowest loss per density",
                    "sticks": f"|D* - value| < {STICK} at consecutive densities"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+_AT = ("represented features, over every density's lowest-loss model, with D_i within 0.02 of "
+       "{}", "features", "rows with |D − {}| < 0.02")
+FACT_NOTES = {
+    "n": "features n (of equal importance) in every model of the sweep",
+    "m": "hidden dimensions m of every model of the sweep",
+    "seeds": "seeds trained at each density; the lowest-loss one is drawn",
+    "dense_dstar": ("D* = m / ‖W‖²_F, dimensions per feature, of the densest lowest-loss model",
+                    "dims_per_feature", "the first row, column dims_per_feature"),
+    "second_density": ("1/(1 − S) of the second densest point of the sweep", "dims_per_feature",
+                       "the second row, column inv_density"),
+    "second_dstar": ("D* at the second densest point", "dims_per_feature",
+                     "the second row, column dims_per_feature"),
+    "third_density": ("1/(1 − S) of the third densest point", "dims_per_feature",
+                      "the third row, column inv_density"),
+    "third_dstar": ("D* at the third densest point", "dims_per_feature",
+                    "the third row, column dims_per_feature"),
+    "half_from": ("1/(1 − S) where the longest run of densities with D* within 0.03 of 1/2 "
+                  "begins", "dims_per_feature", "rows with |dims_per_feature − 0.5| < 0.03"),
+    "half_to": ("1/(1 − S) where that run ends", "dims_per_feature",
+                "rows with |dims_per_feature − 0.5| < 0.03"),
+    "half_features": ("most features with D_i within 0.02 of 1/2 in any model of that run",
+                      "dims_per_feature", "column at_half over that run"),
+    "pairs_from": ("1/(1 − S) where the longest run begins in which at least 95% of the "
+                   "represented features have D_i within 0.02 of 1/2", "dims_per_feature",
+                   "rows with at_half ≥ 0.95 × represented_0.5"),
+    "pairs_to": ("1/(1 − S) where that run ends", "dims_per_feature",
+                 "rows with at_half ≥ 0.95 × represented_0.5"),
+    "at_3_4": (_AT[0].format("3/4"), _AT[1], _AT[2].format("0.75")),
+    "at_2_3": (_AT[0].format("2/3"), _AT[1], _AT[2].format("2/3")),
+    "at_1_2": (_AT[0].format("1/2"), _AT[1], _AT[2].format("0.5")),
+    "at_2_5": (_AT[0].format("2/5"), _AT[1], _AT[2].format("0.4")),
+    "at_3_8": (_AT[0].format("3/8"), _AT[1], _AT[2].format("0.375")),
+    "dense_represented_3": ("features with ‖W_i‖ > 0.3 in the densest lowest-loss model",
+                            "dims_per_feature", "the first row, column represented_0.3"),
+    "dense_represented_5": ("features with ‖W_i‖ > 0.5 in the densest lowest-loss model",
+                            "dims_per_feature", "the first row, column represented_0.5"),
+    "dense_represented_7": ("features with ‖W_i‖ > 0.7 in the densest lowest-loss model",
+                            "dims_per_feature", "the first row, column represented_0.7"),
+}

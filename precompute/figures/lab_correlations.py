@@ -179,3 +179,43 @@ def build(trained):
                    "monosemantic_threshold": MONOSEMANTIC,
                    "rotation": f"basic model at S = {s_rot:g}, one random orthogonal matrix"},
                   facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "dense_monosemantic": ("monosemantic neurons (top feature ≥ 90% of the squared weights), of "
+                           "five, in the lowest-loss dense model (1 − S = 1)", "summary",
+                           "the row density = 1, column monosemantic", ["privileged"]),
+    "dense_mixed_seeds": ("dense seeds that mix features in some neuron with a loss within 2% of "
+                          "the best dense seed", None, None, ["privileged"]),
+    "dense_mixing_any_loss": ("dense seeds that mix features in some neuron, whatever their "
+                              "loss", None, None, ["privileged"]),
+    "dense_mixed_excess": ("largest loss excess over the best dense seed among the mixing seeds "
+                           "within 2% of it", None, None, ["privileged"]),
+    "half_monosemantic": ("monosemantic neurons, of five, in the lowest-loss model at "
+                          "1 − S = 0.5", "summary", "the row density = 0.5, column monosemantic",
+                          ["privileged"]),
+    "sparsest_density": ("the lowest feature density 1 − S of the sweep", "summary",
+                         "column density, smallest value", ["privileged"]),
+    "sparse_polysemantic": ("polysemantic neurons, of five, in the lowest-loss model at the "
+                            "sparsest density", "summary", "the last row, column polysemantic",
+                            ["privileged"]),
+    "all_polysemantic_from": ("highest density at which all five neurons are polysemantic",
+                              "summary", "rows with polysemantic = 5, the largest density",
+                              ["privileged"]),
+    "sparse_represented": ("features with ‖W_i‖ > 0.5 in the lowest-loss model at the sparsest "
+                           "density", "summary", "the last row, column represented",
+                           ["privileged"]),
+    "seeds": "seeds trained at each density; the lowest-loss one is drawn",
+    "rotation_sparsity": ("sparsity S of the basic (non-privileged) model whose hidden space "
+                          "is rotated at random", None, None, ["superposition"]),
+    "rotation_loss": ("that model's loss on fresh inputs before the rotation", None, None,
+                      ["superposition"]),
+    "rotated_loss": ("the same model's loss on the same inputs after the rotation", None, None,
+                     ["superposition"]),
+    "basic_features_per_neuron": ("mean participation ratio (features per neuron) of the basic "
+                                  "model's hidden units before the rotation", None, None,
+                                  ["superposition"]),
+    "rotated_features_per_neuron": ("mean participation ratio of the hidden units after the "
+                                    "rotation", None, None, ["superposition"]),
+}

@@ -115,3 +115,17 @@ def build(trained):
     return Figure(ID, "Lab 3.2 — Feature interference geometry", caption, description, chart,
                   {"interference": grid, "trained_angles": pairs}, FAMILIES,
                   {"angles": "0..180 step 3", "biases": "-1..0.5 step 0.05"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "pairs": ("pairs of represented features (‖W_i‖ > 0.5) in the lowest-loss m = 2 models "
+              "with S ≥ 0.9 and n ≥ 3", "trained_angles", "every row"),
+    "acute_share": ("share of those pairs at an angle under 89 degrees", "trained_angles",
+                    "rows with angle < 89"),
+    "median_bias": "median bias b_i of the lowest-loss m = 2 models with S ≥ 0.9",
+    "models": ("lowest-loss m = 2 models with S ≥ 0.9 and at least three represented features, "
+               "whose spacing is measured"),
+    "even_spacing": ("median, over those models, of the smallest angle between neighbouring "
+                     "features around the circle, as a share of the even spacing 360°/k"),
+}

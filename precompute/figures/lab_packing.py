@@ -103,3 +103,19 @@ def build(trained):
     return Figure(ID, "Lab 3.3 — Packing features into two dimensions", caption, description,
                   chart, {"arrows": arrows, "models": cells}, FAMILIES,
                   {"selection": "lowest final loss of the seeds at each (n, S)"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "pentagon_sparsity": ("least sparsity at which the lowest-loss n = 5 model in two "
+                          "dimensions represents all five features (a pentagon)", "models",
+                          "rows with n = 5 and represented = 5, the first"),
+    "dense_represented_n5": ("features of five the densest lowest-loss n = 5 model represents "
+                             "(‖W_i‖ > 0.5)", "models", "the row n = 5, s_index = 0"),
+    "dense_norm_sq_n5": ("total squared column norm Σ‖W_i‖² of the densest n = 5 model: how "
+                         "many dimensions' worth it spreads", "arrows",
+                         "rows with n = 5, s_index = 0: the sum of norm²"),
+    "square_sparsities": ("sparsities at which the lowest-loss n = 5 model is a square: four "
+                          "features in two antipodal pairs at right angles"),
+    "seeds": "seeds trained at each (n, S); the lowest-loss one is drawn",
+}

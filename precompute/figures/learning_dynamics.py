@@ -181,3 +181,31 @@ def build(trained):
                    "size": "the paper's setup is n=400, m=30 (grid-paper.toml); the default "
                            "grid trains n=100, m=10, about the paper's ratio of n to m",
                    "selection": "lowest final loss of the seeds"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "n": "features n (of equal importance) in the recorded run",
+    "m": "hidden dimensions m of the recorded run",
+    "density": "feature density 1 − S of the recorded run",
+    "snapshots": ("snapshots of W recorded during training", "features",
+                  "column step, distinct values"),
+    "seed": "seed of the recorded run, the lowest-loss one",
+    "seeds": "seeds trained; the lowest-loss one is drawn",
+    "seeds_with_event": "seeds whose loss has a plateau and drop in which some feature jumps",
+    "plateau_from": ("training step where the plateau before the run's largest loss drop begins",
+                     "windows", "the row phase = plateau, column from"),
+    "plateau_to": ("training step where that plateau ends and the drop begins", "windows",
+                   "the row phase = drop, column from"),
+    "drop_to": ("training step where the drop ends", "windows", "the row phase = drop, column to"),
+    "drop": ("how far the loss falls in the drop, as a share of its value at the drop's start",
+             "loss", "rows at the drop's first and last step"),
+    "jumping": ("features whose D_i jumps during the drop", "features",
+                "rows with kind = jumps during the drop, distinct features"),
+    "other_jumping": ("features whose D_i jumps outside the drop", "features",
+                      "rows with kind = jumps elsewhere, distinct features"),
+    "final_half": ("represented features with D_i within 0.02 of 1/2 at the last step",
+                   "features", "rows of the last step, represented, |D − 0.5| < 0.02"),
+    "final_represented": ("features with ‖W_i‖ > 0.5 at the last step", "features",
+                          "rows of the last step with represented = true"),
+}

@@ -101,3 +101,17 @@ def build(trained):
                   FAMILIES, {"selection": "lowest paired-evaluation loss of the seeds at each cell",
                              "theory": "exact expected loss minimised over w1, w2, b1, b2 (grid, "
                                        "then descent)"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "agreement": ("share of the grid's cells where the lowest-loss trained model puts the extra "
+                  "feature in the regime the exact-loss theory predicts", "cells",
+                  "column agrees, all rows"),
+    "cells": ("cells of the density × importance grid", "cells", "every row"),
+    "agree_cells": ("cells where the trained regime matches the theory", "cells",
+                    "rows with agrees = true"),
+    "seeds": "seeds trained at each cell; the lowest-loss one is drawn",
+    "unanimous": ("share of cells where every seed lands in the same regime", "cells",
+                  "rows with seeds_in_regime = 1"),
+}

@@ -126,3 +126,18 @@ def build(trained):
                                        "pentagon_atoms": atoms, "pentagon_true": arrows},
                   FAMILIES, {"steps": "see [sae_train] in the grid config",
                              "toy models": "lowest-loss seed at each target sparsity"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "m": "hidden dimensions m of the toy models the autoencoders read",
+    "n": "features n of the toy models the autoencoders read",
+    "best_at_n": ("worst, over the toy models' sparsities, of the best MMCS (mean max cosine "
+                  "with the true features) of any autoencoder with at least n latents", "sweep",
+                  "rows with dict_size ≥ n: the largest mmcs per sparsity, then the smallest",
+                  ["sae.superposition"]),
+    "best_at_m": ("best MMCS of any autoencoder with only m latents, over every sparsity and λ",
+                  "sweep", "rows with dict_size = m, the largest mmcs", ["sae.superposition"]),
+    "targets": ("sparsities S of the toy models the autoencoders are trained on", "sweep",
+                "column sparsity", ["sae.superposition"]),
+}

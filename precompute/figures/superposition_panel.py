@@ -87,3 +87,28 @@ def build(trained):
     return Figure(ID, "Superposition in WᵀW and the feature norms", caption, description, chart,
                   {"gram": gram, "norms": bars}, FAMILIES,
                   {"selection": "lowest final loss of the seeds at each sparsity"}, facts)
+
+
+# Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
+FACT_NOTES = {
+    "onset_sparsity": ("first sparsity S at which the lowest-loss ReLU model (n = 20, m = 5) "
+                       "represents (‖W_i‖ > 0.5) more features than its five dimensions", "norms",
+                       "rows with norm > 0.5, counted per sparsity", ["superposition"]),
+    "onset_before": ("the sparsity step just before superposition begins", "norms",
+                     "rows with norm > 0.5, counted per sparsity", ["superposition"]),
+    "linear_represented": ("features the lowest-loss linear model represents (‖W_i‖ > 0.5), at "
+                           "every sparsity trained", None, None, ["linear"]),
+    "relu_dense_represented": ("features the lowest-loss ReLU model represents at the densest "
+                               "sparsity", "norms", "rows with s_index = 0 and norm > 0.5",
+                               ["superposition"]),
+    "relu_sparse_represented": ("features the lowest-loss ReLU model represents at the sparsest "
+                                "sparsity", "norms", "rows of the last s_index with norm > 0.5",
+                                ["superposition"]),
+    "sparse_seed_represented": ("fewest to most features represented by any seed at the "
+                                "sparsest sparsity", None, None, ["superposition"]),
+    "sparsest": ("the sparsest S of the sweep", "norms", "column sparsity, last value",
+                 ["superposition"]),
+    "seeds": "seeds trained at each sparsity; the lowest-loss one is drawn",
+    "eval_samples": ("fresh inputs every seed's loss is scored on, to pick the lowest-loss seed "
+                     "([train] eval_samples in the grid config)", None, None, ["superposition"]),
+}

@@ -150,37 +150,62 @@
       .then(function () { document.documentElement.setAttribute("data-figures", "rendered"); });
   }
 
-  // Citation previews: kept inside the screen; a tap (no hover) shows the preview first and only
-  // a second tap follows the link to the reference list.
+  // Previews (render/essay.py's _preview: citations, figure and equation cross-references,
+  // footnotes, facts): kept inside the screen; a tap (no hover) shows the preview first and only
+  // a second tap follows the link. A figure's preview borrows the figure's own static image,
+  // which the page already has (a file beside it, or inlined in the offline edition).
+  function tipOf(preview) {
+    return preview.querySelector(":scope > .preview-tip");
+  }
+
+  function fillThumb(tip) {
+    var thumb = tip.querySelector(".thumb:empty");
+    var figure = thumb && document.getElementById(thumb.getAttribute("data-thumb"));
+    var image = figure && figure.querySelector("img.static");
+    if (!image) return;
+    var img = document.createElement("img");
+    img.src = image.src;
+    img.alt = "";
+    thumb.appendChild(img);
+  }
+
   function place(tip) {
+    fillThumb(tip);
     tip.style.left = "";
+    tip.classList.remove("below");
+    if (getComputedStyle(tip).position !== "absolute") return;  // a margin note, or one opened in place
     var margin = 8, rect = tip.getBoundingClientRect();
+    if (rect.top < margin) tip.classList.add("below");  // no room above the line: open under it
     var shift = Math.min(0, window.innerWidth - margin - rect.right) || Math.max(0, margin - rect.left);
     if (shift) tip.style.left = (parseFloat(getComputedStyle(tip).left) + shift) + "px";
   }
 
-  function openTip(cite) {
-    document.querySelectorAll(".cite.open").forEach(function (c) { if (c !== cite) c.classList.remove("open"); });
-    cite.classList.add("open");
-    place(cite.querySelector(".cite-tip"));
+  function openTip(preview) {
+    document.querySelectorAll(".preview.open").forEach(function (p) {
+      if (!p.contains(preview)) p.classList.remove("open");  // a note stays open round a fact in it
+    });
+    preview.classList.add("open");
+    place(tipOf(preview));
   }
 
-  document.addEventListener("focusin", function (e) {
-    var cite = e.target.closest && e.target.closest(".cite");
-    if (cite) place(cite.querySelector(".cite-tip"));
-  });
-  document.addEventListener("mouseover", function (e) {
-    var cite = e.target.closest && e.target.closest(".cite");
-    if (cite) place(cite.querySelector(".cite-tip"));
+  function previewAt(e) {
+    return e.target.closest && e.target.closest(".preview");
+  }
+
+  ["focusin", "mouseover"].forEach(function (type) {
+    document.addEventListener(type, function (e) {
+      var preview = previewAt(e);
+      if (preview) place(tipOf(preview));
+    });
   });
   document.addEventListener("click", function (e) {
-    var cite = e.target.closest && e.target.closest(".cite");
+    var preview = previewAt(e);
     var touch = e.pointerType === "touch" || window.matchMedia("(hover: none)").matches;
-    if (cite && touch && !cite.classList.contains("open")) {
+    if (preview && touch && !preview.classList.contains("open") && e.target.closest("a")) {
       e.preventDefault();
-      openTip(cite);
-    } else if (!cite) {
-      document.querySelectorAll(".cite.open").forEach(function (c) { c.classList.remove("open"); });
+      openTip(preview);
+    } else if (!preview) {
+      document.querySelectorAll(".preview.open").forEach(function (p) { p.classList.remove("open"); });
     }
   });
 
