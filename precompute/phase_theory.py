@@ -27,7 +27,18 @@ from precompute.metrics import REPRESENTED  # the same threshold as for trained 
 from precompute.train import one_thread
 
 REGIMES = ("not represented", "dedicated dimension", "superposition")
-_V = (torch.arange(128, dtype=torch.float64) + 0.5) / 128
+
+
+def _midpoints(k):
+    """The k-point midpoint rule's nodes on [0, 1]."""
+    return (torch.arange(k, dtype=torch.float64) + 0.5) / k
+
+
+_V = _midpoints(128)
+# 32 nodes rank the grid; the descent uses all 128. Its own midpoint rule, not every fourth node
+# of _V: those sit left of their cells, which underrates the both-active interference (it grows
+# with v) and tilted the grid's choice, and so the descent's basin, towards superposition.
+_V_COARSE = _midpoints(32)
 # The search: a grid over (w1 >= 0, w2, b) first (for fixed W, feature i's error depends on b_i
 # alone, so each bias is minimised on its own and the grid does not depend on r), then a local
 # descent of the exact loss from the best grid point of every (p, r).
@@ -77,8 +88,7 @@ def _grid_errors(p):
     c = w1 * w2
     out = []
     for a in (w1 ** 2, w2 ** 2):
-        # 32 quadrature points suffice to rank the grid; the descent uses all 128
-        err = _feature_error(p, a.expand(len(_W1), len(_W2), 1), c, b, _V[::4])
+        err = _feature_error(p, a.expand(len(_W1), len(_W2), 1), c, b, _V_COARSE)
         best, arg = err.min(-1)
         out.append((best, _B[arg]))
     return out

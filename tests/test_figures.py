@@ -333,3 +333,97 @@ def test_fact_notes_name_facts_tables_and_models_the_figure_has(built):
         for name, note in notes.items():
             assert note["what"] and note["table"] in (None, *fig.tables), (fid, name, note)
             assert set(note["models"] or ()) <= set(fig.families), (fid, name, note)
+
+def test_phase_diagram_has_the_papers_regions(built):
+    """Elhage et al. 2022, "Superposition as a Phase Change" (n=2, m=1): when dense, the extra
+    feature is dropped if it matters less than the first and takes the dimension if it matters
+    more, with no superposition; the superposition region opens around equal importance as the
+    features get sparser and never narrows, until at the sparse end it covers every importance.
+    Read from the figure's cells (the lowest-loss seed of each), not from the theory."""
+    cells = built["phase-diagram"].tables["cells"]
+    assert (cells[cells.regime == "not represented"].importance < 1).all()
+    assert (cells[cells.regime == "dedicated dimension"].importance > 1).all()
+    spans = []
+    for density, col in sorted(cells.groupby("density"), reverse=True):  # dense first
+        sup = col[col.regime == "superposition"].importance
+        spans.append((sup.min(), sup.max()) if len(sup) else (1.0, 1.0))
+        if density == 1.0:
+            assert not len(sup), "dense: no superposition"
+    for (lo0, hi0), (lo1, hi1) in zip(spans, spans[1:]):
+        assert lo1 <= lo0 and hi1 >= hi0, spans
+    assert spans[-1] == (cells.importance.min(), cells.importance.max())
+
+
+def test_phase_diagram_reports_the_papers_averaging(built):
+    """The paper drops each point's highest-loss model and averages the rest; the strength of a
+    cell is the share of the kept seeds in its regime. The essay says every cell where the
+    regime most kept seeds take misses the theory is one where superposition is optimal."""
+    fig = built["phase-diagram"]
+    facts, cells = fig.facts, fig.tables["cells"]
+    assert facts["kept_seeds"] == facts["seeds"] - 1
+    shares = cells[["share_not_represented", "share_dedicated", "share_superposition"]]
+    assert np.allclose(shares.sum(axis=1), 1)
+    assert np.allclose(shares * facts["kept_seeds"], np.round(shares * facts["kept_seeds"]))
+    misses = cells[~cells.average_agrees]
+    assert len(misses) == facts["cells"] - facts["average_agree_cells"]
+    assert (misses.theory == "superposition").all()
+    assert facts["average_short_of_superposition"] == len(misses)
+    # the essay: at densities below 0.1 the kept seeds split where the importances are close
+    # (within about 2x: just over half, 58%, find superposition) and nearly all find it at 4x or more
+    sparse = cells[(cells.theory == "superposition") & (cells.density < 0.1)]
+    ratio = np.abs(np.log10(sparse.importance))
+    close = sparse[ratio < 0.35].share_superposition.mean()
+    far = sparse[ratio > 0.59].share_superposition.mean()
+    assert 0.5 < close < 0.65 and far > 0.97, (close, far)
+
+
+def _contrast(a, b):
+    lum = [0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2] for c in (
+        [((x / 255) / 12.92 if x / 255 <= 0.03928 else ((x / 255 + 0.055) / 1.055) ** 2.4) for x in c]
+        for c in (a, b))]
+    return (max(lum) + 0.05) / (min(lum) + 0.05)
+
+
+def _rgb(hex_colour):
+    named = {"black": "#000000", "white": "#ffffff"}
+    h = named.get(hex_colour, hex_colour).lstrip("#")
+    return [int(h[i:i + 2], 16) for i in (0, 2, 4)]
+
+
+def _over(colour, alpha, background):
+    return [alpha * c + (1 - alpha) * g for c, g in zip(colour, background)]
+
+
+def test_phase_diagram_marks_read_in_both_themes(built):
+    """Issue 24: the "share of seeds" legend's steps and the theory's dashed boundary must be
+    told apart on the light page and on Vega's dark theme (background #333), not only the text.
+    Every cell colour, at the faintest and the strongest opacity, has a boundary stroke at 3:1
+    or more against it; the legend's faintest and strongest steps differ by 1.5:1 or more."""
+    spec = canonical_spec(built["phase-diagram"])
+    marks, found = [], {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            mark = node.get("mark")
+            if isinstance(mark, dict):
+                marks.append(mark)
+            opacity = node.get("encoding", {}).get("opacity") if "encoding" in node else None
+            if opacity:
+                found["opacity"] = opacity
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(spec)
+    strokes = [_rgb(m["color"]) for m in marks if m.get("type") == "line"]
+    opacity = found["opacity"]
+    faint, strong = opacity["scale"]["range"]
+    legend = _rgb(opacity["legend"].get("symbolFillColor", "black"))
+    regimes = [_rgb(c) for c in figures.PALETTE[:3]]
+    for background in ([255, 255, 255], [51, 51, 51]):
+        for colour in regimes:
+            for alpha in (faint, strong):
+                cell = _over(colour, alpha, background)
+                assert max(_contrast(s, cell) for s in strokes) >= 3, (background, colour, alpha)
+        assert _contrast(_over(legend, faint, background), _over(legend, strong, background)) >= 1.5
