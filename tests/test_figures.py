@@ -427,3 +427,12 @@ def test_phase_diagram_marks_read_in_both_themes(built):
                 cell = _over(colour, alpha, background)
                 assert max(_contrast(s, cell) for s in strokes) >= 3, (background, colour, alpha)
         assert _contrast(_over(legend, faint, background), _over(legend, strong, background)) >= 1.5
+
+
+def test_every_declared_fact_has_a_note_and_every_note_a_fact():
+    """Each number the essay can quote gets a preview that says what it is and where to check
+    it: a fact added without a note (or a note left behind by a renamed fact) fails here."""
+    notes = figures.fact_notes()
+    for fid, names in figures.facts().items():
+        assert not set(names) - set(notes[fid]), (fid, "no note", sorted(set(names) - set(notes[fid])))
+        assert not set(notes[fid]) - set(names), (fid, "no such fact", sorted(set(notes[fid]) - set(names)))

@@ -262,9 +262,35 @@ FACT_NOTES = {
                      "rows with model = linear model", ["linear"]),
     "over_linear": ("the ReLU model's vulnerability over the linear model's at each sparsity "
                     "both were trained at (S > 0)", "vulnerability", "rows of the same S"),
-    "rank_all": ("rank correlation of vulnerability with features per dimension, over every "
-                 "ReLU model", "vulnerability", "ReLU model rows", ["superposition"]),
-    "rank_unmasked": ("rank correlation of vulnerability with features per dimension, ReLU "
-                      "models up to the peak", "vulnerability", "ReLU model rows up to the peak's S",
+    "rank_all": ("rank correlation (Spearman's ρ) of vulnerability with features per "
+                 "dimension over the whole sweep: every ReLU model, densest to sparsest",
+                 "vulnerability", "ReLU model rows", ["superposition"]),
+    "rank_unmasked": ("rank correlation (Spearman's ρ) of vulnerability with features per "
+                      "dimension over the ReLU models from the densest up to the peak, included",
+                      "vulnerability", "ReLU model rows up to the peak's S", ["superposition"]),
+    "sparsest_zero_share": ("share of the scoring inputs at the sparsest S that are all zero",
+                            "vulnerability", "the ReLU model's last row, column zero_share",
+                            ["superposition"]),
+    "sparsest_zero_gain": ("loss increase the worst push (of the all-input budget λ) causes on "
+                           "the all-zero input of the sparsest ReLU model, in the units of "
+                           "vulnerability", "vulnerability", "the ReLU model's last row, column "
+                           "zero_input_gain", ["superposition"]),
+    "sparsest_nonzero": ("vulnerability of the sparsest ReLU model scored on its non-zero inputs "
+                         "alone, budget taken from those inputs", "vulnerability",
+                         "the ReLU model's last row, column vulnerability_nonzero",
+                         ["superposition"]),
+    "sparsest_nonzero_budget": ("length λ of that attack: a tenth of the non-zero inputs' "
+                                "average norm at the sparsest S", "vulnerability",
+                                "the ReLU model's last row, column attack_norm_nonzero",
+                                ["superposition"]),
+    "plateau_from": ("sparsity S from which on, to the end of the sweep, the ReLU model's "
+                     "vulnerability on non-zero inputs stays within 10% of its largest value",
+                     "vulnerability", "ReLU model rows with vulnerability_nonzero ≥ 0.9 × its "
+                     "maximum, to the last row", ["superposition"]),
+    "plateau_range": ("lowest to highest vulnerability on non-zero inputs over that plateau",
+                      "vulnerability", "those rows, column vulnerability_nonzero",
                       ["superposition"]),
+    "plateau_fpd": ("lowest to highest features per dimension over that plateau",
+                    "vulnerability", "those rows, column features_per_dimension",
+                    ["superposition"]),
 }

@@ -208,4 +208,18 @@ FACT_NOTES = {
     "most_computed_density": ("density of that model", "counts",
                               "the row with the largest computed, column density"),
     "seeds": "seeds trained at each density; the lowest-loss one is drawn",
+    "paper_n": "features n of the paper's absolute-value sweep (its \"Superposition vs Sparsity\")",
+    "paper_m": "hidden neurons m of the paper's absolute-value sweep",
+    "paper_half_m": "half the paper's neurons, m/2: its dense room at two neurons per feature",
+    "paper_tail_share": ("share of the paper's total importance (Σ d^i over its n features, d "
+                         "the importance ratio of feature 2 to feature 1) held by its features "
+                         "past our n, the ones our model drops; from the importance law, not a "
+                         "model"),
+    "paper_tail_importance": ("importance d^n of the paper's first feature past our n, the most "
+                              "important one our model drops (feature 1's is 1)"),
+    "dense_cutoff_importance": ("importance d^(m/2) of the first feature past our m/2: the most "
+                                "important one a dense model of ours has no room for at two "
+                                "neurons per feature"),
+    "paper_cutoff_importance": ("the same at the paper's size: importance d^(m/2) of its first "
+                                "feature past its m/2"),
 }

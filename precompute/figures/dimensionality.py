@@ -139,6 +139,11 @@ def build(trained):
 # Each fact's preview in the essay: (what it is, table, rows, models), see figures.note.
 _AT = ("represented features, over every density's lowest-loss model, with D_i within 0.02 of "
        "{}", "features", "rows with |D − {}| < 0.02")
+_WHERE = ("1/(1 − S) of each density whose lowest-loss model has a represented feature with D_i "
+          "within 0.02 of {} (\"none\" if no model has one)", "features",
+          "column inv_density of the rows with |D − {}| < 0.02")
+_MODELS = ("densities (one lowest-loss model each) with a represented feature whose D_i is within "
+           "0.02 of {}", "features", "distinct inv_density of the rows with |D − {}| < 0.02")
 FACT_NOTES = {
     "n": "features n (of equal importance) in every model of the sweep",
     "m": "hidden dimensions m of every model of the sweep",
@@ -169,6 +174,23 @@ FACT_NOTES = {
     "at_1_2": (_AT[0].format("1/2"), _AT[1], _AT[2].format("0.5")),
     "at_2_5": (_AT[0].format("2/5"), _AT[1], _AT[2].format("0.4")),
     "at_3_8": (_AT[0].format("3/8"), _AT[1], _AT[2].format("0.375")),
+    "where_3_4": (_WHERE[0].format("3/4"), _WHERE[1], _WHERE[2].format("0.75")),
+    "where_2_3": (_WHERE[0].format("2/3"), _WHERE[1], _WHERE[2].format("2/3")),
+    "where_1_2": (_WHERE[0].format("1/2"), _WHERE[1], _WHERE[2].format("0.5")),
+    "where_2_5": (_WHERE[0].format("2/5"), _WHERE[1], _WHERE[2].format("0.4")),
+    "where_3_8": (_WHERE[0].format("3/8"), _WHERE[1], _WHERE[2].format("0.375")),
+    "models_3_4": (_MODELS[0].format("3/4"), _MODELS[1], _MODELS[2].format("0.75")),
+    "models_2_3": (_MODELS[0].format("2/3"), _MODELS[1], _MODELS[2].format("2/3")),
+    "models_1_2": (_MODELS[0].format("1/2"), _MODELS[1], _MODELS[2].format("0.5")),
+    "models_2_5": (_MODELS[0].format("2/5"), _MODELS[1], _MODELS[2].format("0.4")),
+    "models_3_8": (_MODELS[0].format("3/8"), _MODELS[1], _MODELS[2].format("0.375")),
+    "sparsest_density": ("1/(1 − S) of the sparsest point of the sweep", "dims_per_feature",
+                         "the last row, column inv_density"),
+    "below_third_from": ("1/(1 − S) from which on, to the sparsest point, every density's "
+                         "lowest-loss model has all its represented features' D_i below 1/3",
+                         "features", "the largest D per inv_density, below 1/3 from there on"),
+    "sparsest_max_d": ("the largest D_i of a represented feature in the sparsest model",
+                       "features", "rows with the largest inv_density, column D"),
     "dense_represented_3": ("features with ‖W_i‖ > 0.3 in the densest lowest-loss model",
                             "dims_per_feature", "the first row, column represented_0.3"),
     "dense_represented_5": ("features with ‖W_i‖ > 0.5 in the densest lowest-loss model",

@@ -200,10 +200,32 @@ FACT_NOTES = {
     "drop_to": ("training step where the drop ends", "windows", "the row phase = drop, column to"),
     "drop": ("how far the loss falls in the drop, as a share of its value at the drop's start",
              "loss", "rows at the drop's first and last step"),
-    "jumping": ("features whose D_i jumps during the drop", "features",
+    "plateau_fall": ("how far the loss falls over the plateau itself, as a share of its value at "
+                     "the plateau's start", "loss", "rows at the plateau's first and last step"),
+    "drop_steps": ("training steps the drop spans, from its start to its end", "windows",
+                   "the row phase = drop, to − from"),
+    "jumping": ("features whose D_i jumps (by 0.25 or more within 3 snapshots) within 2 "
+                "snapshots of the largest drop", "features",
                 "rows with kind = jumps during the drop, distinct features"),
-    "other_jumping": ("features whose D_i jumps outside the drop", "features",
-                      "rows with kind = jumps elsewhere, distinct features"),
+    "other_jumping": ("features whose D_i jumps at some other time of the run, not around that "
+                      "drop", "features", "rows with kind = jumps elsewhere, distinct features"),
+    "rising": ("of the features jumping around the drop, those still represented (‖W_i‖ > 0.5) at "
+               "the last step", "features", "rows with kind = jumps during the drop, represented "
+               "at the last step"),
+    "falling": ("of the features jumping around the drop, those no longer represented at the "
+                "last step", "features", "rows with kind = jumps during the drop, not represented "
+                "at the last step"),
+    "rise_from_d": ("lowest to highest D_i of the rising features at the drop's start",
+                    "features", "those features' rows at the plateau's last step"),
+    "rise_from_step": ("training step of the drop's start, where the rising features' D_i is "
+                       "read", "windows", "the row phase = drop, column from"),
+    "rise_to_step": ("training step from which every rising feature's D_i stays within 0.02 of "
+                     "its final value", "features", "those features' rows, column D"),
+    "fall_peak_d": ("the largest D_i a falling feature reaches at any step of the run",
+                    "features", "the falling features' rows, the largest D"),
+    "fall_out_step": ("training step from which none of the falling features is represented any "
+                      "more", "features", "the falling features' rows with represented = false "
+                      "to the end"),
     "final_half": ("represented features with D_i within 0.02 of 1/2 at the last step",
                    "features", "rows of the last step, represented, |D − 0.5| < 0.02"),
     "final_represented": ("features with ‖W_i‖ > 0.5 at the last step", "features",

@@ -138,7 +138,19 @@ FACT_NOTES = {
     "cells": ("cells of the density × importance grid", "cells", "every row"),
     "agree_cells": ("cells where the trained regime matches the theory", "cells",
                     "rows with agrees = true"),
-    "seeds": "seeds trained at each cell; the lowest-loss one is drawn",
-    "unanimous": ("share of cells where every seed lands in the same regime", "cells",
-                  "rows with seeds_in_regime = 1"),
+    "seeds": "seeds trained at each cell; the lowest-loss one gives the cell its colour",
+    "kept_seeds": ("seeds kept at each cell for the paper's averaging: all but the highest-loss "
+                   "one; the colour's strength is the share of them in the drawn regime", "cells",
+                   "column seeds_in_regime"),
+    "unanimous": ("share of cells where all the kept seeds (the highest-loss one dropped) land in "
+                  "the lowest-loss seed's regime", "cells", "rows with seeds_in_regime = 1"),
+    "average_agreement": ("share of cells where the regime most kept seeds take (the paper's "
+                          "averaged reading; a tie counts as a miss) is the theory's", "cells",
+                          "column average_agrees, all rows"),
+    "average_agree_cells": ("cells where the regime most kept seeds take is the theory's", "cells",
+                            "rows with average_agrees = true"),
+    "average_short_of_superposition": ("cells where the theory's optimum is superposition but "
+                                       "most kept seeds take another regime (or tie)", "cells",
+                                       "rows with theory = superposition and average_regime "
+                                       "not superposition"),
 }

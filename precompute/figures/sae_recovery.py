@@ -140,4 +140,25 @@ FACT_NOTES = {
                   "sweep", "rows with dict_size = m, the largest mmcs", ["sae.superposition"]),
     "targets": ("sparsities S of the toy models the autoencoders are trained on", "sweep",
                 "column sparsity", ["sae.superposition"]),
+    "represented": ("features each toy model represents (‖W_i‖ > 0.5), one per sparsity in the "
+                    "order of the targets: the features MMCS is averaged over", "sweep",
+                    "column represented, one row per sparsity", ["sae.superposition"]),
+    "best_with_room": ("worst, over the toy models' sparsities, of the best MMCS of any "
+                       "autoencoder with at least as many latents as the toy model represents "
+                       "features", "sweep", "rows with dict_size ≥ represented: the largest mmcs "
+                       "per sparsity, then the smallest", ["sae.superposition"]),
+    "mid_size": ("the smallest dictionary size of the sweep between m and n", "sweep",
+                 "column dict_size", ["sae.superposition"]),
+    "mid_best": ("best MMCS over λ of the autoencoders of that size, one per sparsity in the order "
+                 "of the targets", "sweep", "rows with dict_size = mid_size: the largest mmcs per "
+                 "sparsity", ["sae.superposition"]),
+    "best_l1": ("the L1 coefficient λ of the best-MMCS autoencoder with at least n latents, one "
+                "per sparsity in the order of the targets", "sweep", "rows with dict_size ≥ n: "
+                "column l1 of the largest mmcs per sparsity", ["sae.superposition"]),
+    "l1_range": ("smallest to largest L1 coefficient λ tried on the autoencoders with at least n "
+                 "latents", "sweep", "column l1 of the rows with dict_size ≥ n",
+                 ["sae.superposition"]),
+    "l1_interior": ("whether every sparsity's best λ lies strictly inside that range (a best at "
+                    "either end would say the sweep should go further)", "sweep",
+                    "rows with dict_size ≥ n", ["sae.superposition"]),
 }
