@@ -153,6 +153,8 @@ def build(trained):
     upto = relu[relu.sparsity <= peak.sparsity]
     nz = relu.vulnerability_nonzero
     plateau = relu[(nz >= 0.9 * nz.max())[::-1].cummin()[::-1]]
+    if plateau.empty:  # a short sweep (the tests' quick grid) can end below 90% of the top
+        plateau = relu.iloc[[-1]]
     last = relu.iloc[-1]
     shared = [s for s in lin.index if s in set(relu.sparsity) and s > 0]
     over = [float(relu.set_index("sparsity").vulnerability[s] / lin.vulnerability[s]) for s in shared]
