@@ -7,6 +7,7 @@ essay and figure pages -> build/site/, swapped into place only when the whole bu
 import argparse
 import ctypes
 import datetime
+import errno
 import gzip
 import json
 import os
@@ -41,6 +42,7 @@ def main(argv=None):
 
     # 1. Read and check every input before any training, the output folder first.
     out_dir = check_out(args.out, content=Path(args.content), cache=Path(args.cache))
+    check_cache(args.cache)
     grid = config.load_grid(args.grid)
     check_families(grid)
     content = Path(args.content)
@@ -51,7 +53,8 @@ def main(argv=None):
     essay_text = read_text(essay_path)
     placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts(),
                            meta["allow_raw_html"])
-    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"), args.out)
+    previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"),
+                                      out_dir if (out_dir / MARKER).is_file() else None)
     build = build_info(args)
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
@@ -200,12 +203,30 @@ def check_out(out, content, cache):
     if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
         raise BuildError(f"--out {raw}", f"is a non-empty folder the build did not make (no "
                          f"{MARKER} in it), so replacing it could delete your files", fix)
-    existing = next(p for p in (target, *target.parents) if p.exists())
-    if not os.access(existing, os.W_OK | os.X_OK) or (
-            existing == target and not os.access(target.parent, os.W_OK | os.X_OK)):
-        raise BuildError(f"--out {raw}", f"{existing} is not writable",
-                         "make it writable or pass another --out")
+    if os.path.ismount(target):  # a mount point cannot be renamed, and the swap renames it
+        raise BuildError(f"--out {raw}", "is a mount point, which the build cannot replace",
+                         f"pass a folder inside it, e.g. --out {Path(raw) / 'site'}")
+    # The new site is made beside the target, then swapped in: both must be writable.
+    if writable_folder(f"--out {raw}", target, "pass another --out") == target:
+        writable_folder(f"--out {raw}", target.parent, "pass another --out")
     return target
+
+
+def check_cache(cache):
+    """Refuse a model cache that cannot be written now, before any training: what is trained
+    for a missing or bad entry is saved there."""
+    writable_folder(f"--cache {cache}", Path(cache).expanduser().resolve(), "pass another --cache")
+
+
+def writable_folder(flag, path, fix):
+    """The first of `path` and its parents that exists, when it is a folder this user can write
+    into; else a BuildError naming it."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise BuildError(flag, f"{existing} is a file, not a folder", fix)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BuildError(flag, f"{existing} is not writable", f"make it writable or {fix}")
+    return existing
 
 
 def how_made(result, started):
@@ -321,16 +342,22 @@ def site_size(out):
 @contextmanager
 def staging(target):
     """Yield an empty folder beside `target`; on success swap it in, on any failure or signal
-    remove it, leaving the previous site byte for byte as it was."""
+    remove it, leaving the previous site byte for byte as it was. A failure to write there (a
+    full disk) is a BuildError naming the file."""
     target = target.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(target)
     tmp = target.with_name(f".{target.name}.staging-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         yield tmp
         swap(tmp, target)
+    except OSError as e:  # a write that failed has no file name when the disk filled up
+        where = f" {e.filename}" if e.filename else ""
+        raise BuildError(f"--out {target}", f"could not write the site{where} ({e.strerror}); "
+                         "the previous site is untouched", "free space on its disk" if e.errno in (
+                             errno.ENOSPC, errno.EDQUOT) else "pass another --out") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,21 +1,27 @@
 """Trained-model cache under build/cache/: one file per family and key.
 
 A file is one JSON header line {"format", "key", "sha256"} then an .npz payload (no pickle).
-Loading checks the header, the key and the payload's checksum; anything off is reported as a
-CacheMiss with a one-line reason, and the caller makes the entry again (trains the models, solves
-the phase theory, renders the image). Writes are atomic (temp + rename).
+Loading reads only a regular file in the cache (no link out of it, no FIFO or device), no further
+than its size, and checks the header, the key and the payload's checksum; anything off is reported
+as a CacheMiss with a one-line reason, and the caller makes the entry again (trains the models,
+solves the phase theory, renders the image). A folder in an entry's place, which the new entry
+could not replace, and a failed write are BuildErrors. Writes are atomic (temp + rename).
 """
 import hashlib
 import io
 import json
 import os
+import stat
 import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from errors import BuildError
+
 FORMAT = 1
+MAX_HEADER = 4096  # bytes read for the header line, which is about 150
 
 
 class CacheMiss(Exception):
@@ -26,16 +32,19 @@ def load(path, key, shapes=None):
     """The entry's arrays; `shapes` ({name: shape}) are required to match, so an entry written by
     a buggy or different trainer under the right key is retrained, not indexed out of range."""
     path = Path(path)
-    if not path.exists():
-        raise CacheMiss(f"{path}: not cached yet")
     try:
-        blob = path.read_bytes()
-    except OSError as e:  # unreadable, a directory, ...
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        raise CacheMiss(f"{path}: not cached yet") from None
+    except OSError as e:
         raise CacheMiss(f"{path}: unreadable cache entry ({e.strerror}); making it again") from None
-    head, sep, payload = blob.partition(b"\n")
+    if stat.S_ISDIR(mode):  # what is made again could not be saved over it
+        raise BuildError(path, "is a folder, not a cache entry, so what is made for it could not "
+                         "be saved", "move it out of the cache")
+    head, payload = _read(path)
     try:
         header = json.loads(head)
-        if not isinstance(header, dict) or not sep:
+        if not isinstance(header, dict) or not head.endswith(b"\n"):
             raise ValueError
     except ValueError:
         raise CacheMiss(f"{path}: corrupt cache entry (unreadable header); "
@@ -59,6 +68,33 @@ def load(path, key, shapes=None):
     return arrays
 
 
+def _read(path):
+    """The header line and the payload of a regular file inside the cache, read no further than
+    its size: a link out of the cache, a FIFO (a read that waits forever) or a device such as
+    /dev/zero (one that never ends) is a CacheMiss, as is a file too large to load."""
+    real = path.resolve()
+    if path.parent.resolve() not in real.parents:
+        raise CacheMiss(f"{path}: cache entry links out of the cache (to {real}); making it again")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait either
+    except OSError as e:
+        raise CacheMiss(f"{path}: unreadable cache entry ({e.strerror}); making it again") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CacheMiss(f"{path}: cache entry is not a regular file (a FIFO, device or "
+                            "folder); making it again")
+        if st.st_size > memory() // 2:
+            raise CacheMiss(f"{path}: cache entry of {st.st_size / 2**30:.0f} GiB is more than "
+                            "this machine can load; making it again")
+        head = f.readline(MAX_HEADER)
+        return head, f.read(st.st_size - len(head))
+
+
+def memory():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def save(path, key, arrays):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -71,8 +107,11 @@ def save(path, key, arrays):
     try:
         tmp.write_bytes(header + b"\n" + payload)
         os.replace(tmp, path)
-    except BaseException:  # an interrupt or a full disk leaves no temp file behind
+    except BaseException as e:  # an interrupt or a full disk leaves no temp file behind
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise BuildError(path, f"cannot save the cache entry ({e.strerror})",
+                             "free space on its disk, or pass another --cache") from None
         raise
 
 

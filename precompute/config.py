@@ -258,14 +258,13 @@ def _family(name, spec, fail):
     if ("sparsity" in spec) == ("density" in spec):
         err("give exactly one of 'sparsity' (a list) or 'density' (a list or range)",
             "keep one of the two", "sparsity" if "sparsity" in spec else None)
-    if "sparsity" in spec:
-        sparsities = _sweep(spec["sparsity"], "sparsity", err)
-    else:
-        sparsities = [1.0 - d for d in _sweep(spec["density"], "density", err)]
-    for s in sparsities:
-        if not 0.0 <= s < 1.0:
-            err(f"sparsity {s:g} is outside [0, 1)", "every feature needs a chance to be active",
-                "sparsity" if "sparsity" in spec else "density")
+    given = "sparsity" if "sparsity" in spec else "density"
+    values = _sweep(spec[given], given, err)
+    sparsities = values if given == "sparsity" else [1.0 - d for d in values]
+    for value, s in zip(values, sparsities):
+        if not 0.0 <= s < 1.0:  # quoted as written: a density of 0 is a sparsity of 1
+            err(f"{given} {value:g} is outside {'[0, 1)' if given == 'sparsity' else '(0, 1]'}",
+                "every feature needs a chance to be active", given)
     seconds = _sweep(spec["second_importance"], "second_importance", err) \
         if "second_importance" in spec else [None]
     if "second_importance" in spec and ns != [2]:

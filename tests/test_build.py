@@ -1,5 +1,6 @@
 """The whole build: published layout and formats, security of the output, determinism, atomic
 replacement of the site, cache safety and one-line errors for bad input."""
+import errno
 import hashlib
 import os
 import json
@@ -212,6 +213,24 @@ def edit_grid(old, new):
     return breakage
 
 
+VERSION = "figures/fig/v/abababababab/"
+PREVIOUS = ["--previous", "{content}/../prev"]
+
+
+def previous(edit, dump=lambda m: json.dumps(m, indent=1)):
+    """A small previous site beside the content, with one version of one figure, after
+    edit(site, manifest), its manifest written by dump."""
+    def breakage(c, g):
+        site, sha = c.parent / "prev", "ab" * 32
+        (site / VERSION).mkdir(parents=True)
+        (site / VERSION / "figure.svg").write_text("<svg/>")
+        manifest = {"generator": "superposition-explained", "figures": [{"id": "fig", "versions": [
+            {"sha256": sha, "path": VERSION, "date": "2024-01-02", "version": "A"}]}]}
+        edit(site, manifest)
+        (site / "figures" / "manifest.json").write_text(dump(manifest))
+    return breakage
+
+
 # where grid.toml sets each [train] key, so the expected lines follow edits to its comments
 GRID_LINE = {key: next(i for i, line in enumerate(
     (ROOT / "precompute" / "grid.toml").read_text().splitlines(), 1) if line.startswith(key))
@@ -309,6 +328,39 @@ BAD_INPUTS = {
     "bad --previous": (lambda c, g: None, ["--previous", "{content}"],
                        r"content: not a site built by this project .*; pass the folder of a "
                        r"previous build"),
+    "previous links a file out": (previous(lambda s, m: [(s.parent / "secret").write_text("x"),
+                                                         (s / VERSION / "figure.svg").unlink(),
+                                                         (s / VERSION / "figure.svg").symlink_to(
+                                                             s.parent / "secret")]),
+                                  PREVIOUS, rf"prev/{VERSION}figure.svg: is a link to "
+                                  r".*secret, outside the previous site.*; replace the link"),
+    "previous links a folder out": (previous(lambda s, m: [shutil.rmtree(s / VERSION),
+                                                           (s / VERSION[:-1]).symlink_to(
+                                                               s.parent / "content")]),
+                                    PREVIOUS, rf"prev/{VERSION[:-1]}: is not a published version "
+                                    r"folder .*; move it out"),
+    "previous FIFO": (previous(lambda s, m: os.mkfifo(s / VERSION / "data.json")), PREVIOUS,
+                      rf"prev/{VERSION}data.json: is missing or not a regular file"),
+    "previous path escapes": (previous(lambda s, m: m["figures"][0]["versions"][0].update(
+        path="../../../../etc/passwd")), PREVIOUS,
+        r"prev/figures/manifest.json:\d+: version abababababab of figure 'fig' has path "
+        rf"'../../../../etc/passwd', not '{VERSION}'; restore it from the published site"),
+    "previous figure without id": (previous(lambda s, m: m["figures"][0].pop("id")), PREVIOUS,
+                                   r"prev/figures/manifest.json: a figure has a missing, malformed"
+                                   r" or repeated id \(None\)"),
+    "previous version without date": (previous(
+        lambda s, m: m["figures"][0]["versions"][0].pop("date")), PREVIOUS,
+        r"prev/figures/manifest.json:\d+: a version of figure 'fig' does not have exactly the keys"
+        r" date, path, sha256, version"),
+    "previous manifest truncated": (previous(lambda s, m: None,
+                                             lambda m: json.dumps(m, indent=1)[:60]), PREVIOUS,
+                                    r"prev/figures/manifest.json:\d+: not valid JSON .*; restore "
+                                    r"it from the published site"),
+    "previous version folder missing": (previous(lambda s, m: shutil.rmtree(s / VERSION)),
+                                        PREVIOUS, r"prev/figures/manifest.json: lists version "
+                                        rf"abababababab of figure 'fig', but {VERSION} is missing"),
+    "grid density 0": (edit_grid("density = [1.0, 0.7", "density = [0.0, 0.7"), [],
+                       r"grid.toml:\d+: \[family.\w+\]: density 0 is outside \(0, 1\]; every"),
 }
 
 
@@ -430,6 +482,95 @@ def test_corrupt_cache_is_reported_and_retrained(quick_grid, quick_site, tmp_pat
     phase = build.config.load_grid(quick_grid).families["phase"]
     assert f"phase: {len(phase.instances)} models (trained" in proc.stderr
     assert tree(tmp_path / "site") == tree(quick_site / "site")
+
+
+def test_cache_that_cannot_take_a_new_entry_is_refused_before_training(quick_grid, quick_site,
+                                                                        tmp_path):
+    """A folder in an entry's place, and a read-only cache missing one entry: one line, exit 2,
+    before anything is trained (both once failed with a traceback after training)."""
+    cache = tmp_path / "cache"
+    shutil.copytree(quick_site / "cache", cache)
+    victim = sorted(cache.glob("phase-*.npz"))[0]
+    victim.unlink()
+    victim.mkdir()
+    proc = run_build("--grid", quick_grid, "--cache", cache, "--out", tmp_path / "site", check=False)
+    lines = proc.stderr.strip().splitlines()  # after a line for each family read from the cache
+    assert proc.returncode == 2 and all("(cache)" in l for l in lines[:-1]), proc.stderr[-2000:]
+    assert lines[-1].startswith(f"error: {victim}: is a folder, not a cache entry")
+    victim.rmdir()  # now missing, and the cache made immutable (root ignores modes)
+    if subprocess.run(["chattr", "+i", str(cache)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    try:
+        proc = run_build("--grid", quick_grid, "--cache", cache, "--out", tmp_path / "site",
+                         check=False)
+    finally:
+        subprocess.run(["chattr", "-i", str(cache)], check=True)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert f"--cache {cache}: {cache} is not writable; make it writable" in lines[0]
+    assert not (tmp_path / "site").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "deleted"])
+def test_unreadable_manifest_in_out_stops_the_build_and_keeps_every_version(
+        quick_grid, quick_site, tmp_path, damage):
+    """The --out site's manifest lists the published versions; without it they were dropped in
+    silence (every figures/<id>/v/ folder deleted, exit 0)."""
+    out = tmp_path / "site"
+    shutil.copytree(quick_site / "site", out)
+    manifest = out / "figures" / "manifest.json"
+    if damage == "truncated":
+        manifest.write_bytes(manifest.read_bytes()[:len(manifest.read_bytes()) // 2])
+    else:
+        manifest.unlink()
+    before = tree(out)
+    proc = run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out", out,
+                     check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"error: {manifest}") and "restore" in lines[0]
+    assert tree(out) == before and not list(tmp_path.glob(".site.*"))
+
+
+def test_full_disk_is_one_line_and_keeps_the_previous_site(quick_grid, quick_site, tmp_path,
+                                                           monkeypatch):
+    out = tmp_path / "site"
+    shutil.copytree(quick_site / "site", out)
+    before = tree(out)
+
+    def full(out_dir, *a):  # what a full disk raises from a write
+        (out_dir / "assets").mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(build.pages, "write_assets", full)
+    with pytest.raises(build.BuildError, match=r"^--out .*site: could not write the site \(No "
+                       r"space left on device\); the previous site is untouched; free space"):
+        build.main(["--grid", str(quick_grid), "--cache", str(quick_site / "cache"), "--out",
+                    str(out), "--quiet"])
+    assert tree(out) == before and not list(tmp_path.glob(".site.*"))
+
+
+def test_out_on_a_mount_point_or_a_full_disk(quick_grid, quick_site, tmp_path):
+    """On a real 1 MB tmpfs (where this machine lets the tests mount one): the mount point itself
+    cannot be swapped (EBUSY), so it is refused before training; a site that does not fit
+    (ENOSPC) is one line, with nothing left behind."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        proc = run_build("--check", "--out", mnt, check=False)
+        assert proc.returncode == 2 and f"--out {mnt}: is a mount point" in proc.stderr
+        assert f"--out {mnt / 'site'}" in proc.stderr
+        proc = run_build("--grid", quick_grid, "--cache", quick_site / "cache", "--out",
+                         mnt / "site", check=False)
+        errors = [l for l in proc.stderr.splitlines() if "Error" in l or "error" in l]
+        assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+        assert errors[0].startswith(f"error: --out {mnt / 'site'}: could not write the site")
+        assert "No space left on device" in errors[0] and "free space" in errors[0]
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 # --- citing: absolute addresses, BibTeX, versioned figure permalinks ------------------------
@@ -568,7 +709,7 @@ def guard(out):
     (str(ROOT / "build" / "cache"), "holds the repository"),
     (str(ROOT / "content" / "site"), "inside the content"),
     (str(ROOT / "build" / "cache" / "site"), "inside the content"),
-    (str(ROOT / "README.md"), "is a file"),
+    (str(ROOT / "README.md"), "is a file"), (str(ROOT / "README.md" / "site"), "is a file"),
 ])
 def test_out_guard_refuses_what_the_build_did_not_make(out, expect):
     """Tested on the guard itself: no build ever runs against "/" or $HOME."""

@@ -1,6 +1,8 @@
 """The precompute stage: grid config, the toy model, its trainer and cache, checked against the
 paper's results (Elhage et al. 2022) and against the mathematics, not against themselves."""
+import os
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -51,6 +53,7 @@ def test_default_grid_holds_the_issue_minimums(grid):
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [0.5]\ncolour = 3\n', "unknown key 'colour'"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [1.0]\n', "outside [0, 1)"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = [-0.1]\n', "outside [0, 1)"),
+    ('[family.x]\nn = 4\nm = 2\nseeds = 1\ndensity = [0.5, 0]\n', "density 0 is outside (0, 1]"),
     ('[family.x]\nn = 2\nm = 3\nseeds = 1\nsparsity = [0.5]\n', "exceeds n"),
     ('[family.x]\nn = 4\nm = 2\nseeds = 1\nsparsity = []\n', "non-empty"),
     ('[family.x]\nn = "four"\nm = 2\nseeds = 1\nsparsity = [0.5]\n', "must be an integer"),
@@ -750,6 +753,55 @@ def test_cache_round_trip_and_every_bad_entry(tmp_path):
         cache.load(path, "k1")
     with pytest.raises(cache.CacheMiss, match="not cached"):
         cache.load(tmp_path / "none.npz", "k1")
+
+
+def test_cache_reads_only_regular_files_of_its_own(tmp_path):
+    """A FIFO (whose read waits forever), a link to /dev/zero (a read that never ends), a link to
+    a good entry outside the cache and a device-sized sparse file are each a CacheMiss, at once;
+    a folder, which no new entry could replace, is a one-line BuildError."""
+    import threading
+    good, arrays = tmp_path / "elsewhere.npz", {"W": np.arange(6.0).reshape(2, 3)}
+    cache.save(good, "k1", arrays)
+    entries = tmp_path / "cache"
+    entries.mkdir()
+    os.mkfifo(entries / "fifo.npz")
+    (entries / "zero.npz").symlink_to("/dev/zero")
+    (entries / "out.npz").symlink_to(good)
+    with open(entries / "huge.npz", "wb") as f:
+        f.truncate(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))  # sparse: no disk
+    (entries / "inside.npz").symlink_to("../cache/kept.npz")
+    cache.save(entries / "kept.npz", "k1", arrays)
+    results = {}
+
+    def load(name):
+        try:
+            results[name] = cache.load(entries / name, "k1")
+        except (cache.CacheMiss, BuildError) as e:
+            results[name] = e
+    names = ["fifo.npz", "zero.npz", "out.npz", "huge.npz", "inside.npz"]
+    for name in names:
+        t = threading.Thread(target=load, args=(name,), daemon=True)
+        t.start()
+        t.join(20)
+        assert not t.is_alive(), f"{name}: the read did not return"
+    assert "not a regular file" in str(results["fifo.npz"])
+    assert "links out of the cache" in str(results["zero.npz"])
+    assert "links out of the cache" in str(results["out.npz"])
+    assert "more than this machine can load" in str(results["huge.npz"])
+    assert all(isinstance(results[n], cache.CacheMiss) for n in names[:4])
+    assert np.array_equal(results["inside.npz"]["W"], arrays["W"])  # a link within the cache
+    (entries / "folder.npz").mkdir()
+    with pytest.raises(BuildError, match=r"folder.npz: is a folder, not a cache entry.*; move it"):
+        cache.load(entries / "folder.npz", "k1")
+
+
+def test_failed_cache_write_is_one_line(tmp_path, monkeypatch):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(BuildError, match=r"f.npz: cannot save the cache entry \(No space left"):
+        cache.save(tmp_path / "f.npz", "k1", {"W": np.zeros(2)})
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- correlated and anticorrelated features (figure correlated-features) -------------------------
