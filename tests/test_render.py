@@ -235,3 +235,24 @@ def test_static_images_are_cached_and_a_bad_entry_is_drawn_again(tmp_path, monke
     assert figure_export.static_images("f", spec, "a" * 64, tmp_path) == (svg, png)
     err = capsys.readouterr().err
     assert len(drawn) == 1 and "checksum" in err and err.count("\n") == 1
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    """Some editors save a BOM first: read as text it would glue itself to the first block, and
+    the heading would be a paragraph starting "# "."""
+    from errors import read_utf8
+    path = tmp_path / "essay.md"
+    path.write_bytes("\ufeff# Title\n\nText.\n".encode())
+    assert render(read_utf8(path)).html.startswith('<h1 id="title">')
+
+
+def test_bibliography_tex_is_shown_as_text(tmp_path):
+    """Accents and commands are TeX, not text: M\\"uller is shown as Müller, \\emph{x} as x; the
+    address keeps its % and ~."""
+    bib = tmp_path / "refs.bib"
+    bib.write_text('@article{m,\n author = {M\\"uller, J{\\"o}rg and Erd{\\H o}s, Paul},\n'
+                   ' title = {The \\emph{Real} {GPT} -- 50\\% of it},\n year = {2020},\n'
+                   ' url = {https://example.org/a%20b~c}\n}\n')
+    entry = bibliography.load(bib)["m"]
+    assert entry.text() == "Müller & Erdős (2020). The Real GPT – 50% of it."
+    assert 'href="https://example.org/a%20b~c"' in entry.html()
