@@ -269,6 +269,10 @@ BAD_INPUTS = {
                      r"content/essay.md:3: unbalanced \$ in math; close the math"),
     "invalid TeX": (essay("# T\n\nBad $\\frac{$ here.\n"), [],
                     r"content/essay.md:3: cannot render math .*; fix the TeX"),
+    "HTML in math": (essay('# T\n\n$\\text{<meta/http-equiv="refresh"content="0;url=https://'
+                           'evil.example/">}$\n'), [],
+                     r"content/essay.md:3: math .*: it would write a <meta> element into the "
+                     r"page; TeX carries no HTML"),
     "non-UTF-8 essay": (lambda c, g: (c / "essay.md").write_bytes(b"# T\n\ncaf\xe9\n"), [],
                         r"content/essay.md:3: byte 0xe9 is not UTF-8; save the file as UTF-8"),
     "NUL in essay": (lambda c, g: (c / "essay.md").write_bytes(b"# T\n\nok\x00 then\n"), [],
