@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from errors import BuildError, read_utf8  # noqa: E402
+from errors import BuildError, read_utf8, unsafe_address  # noqa: E402
 from precompute import config, figures, models, phase_theory, sae  # noqa: E402
 from precompute.figures import phase_diagram  # noqa: E402
 from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
@@ -33,6 +33,7 @@ from render import bibliography, citation, essay, figure_export, pages, versions
 CONTENT = ROOT / "content"
 MARKER = ".superposition-site"  # written into every build's output: proof the build made it
 META_KEYS = ("title", "subtitle", "kicker", "author", "description", "date")
+OPTIONAL_META_KEYS = ("site_url", "repository_url")
 
 
 def main(argv=None):
@@ -240,20 +241,39 @@ def read_text(path):
 
 
 def read_meta(path):
+    """content/meta.toml, every key checked here, before training and by --check too: each a
+    quoted string but allow_raw_html (true or false), the date a date, the repository's address
+    one a link may carry."""
     try:
         meta = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise BuildError(path, f"not valid TOML ({e})", "fix the syntax") from None
-    for key in META_KEYS + ("site_url",):
-        if key not in meta and key != "site_url":
+    for key in META_KEYS:
+        if key not in meta:
             raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')
-        if key in meta and not isinstance(meta[key], str):
+    for key in meta:
+        if key not in META_KEYS + OPTIONAL_META_KEYS + ("allow_raw_html",):
+            raise BuildError(path, f"unknown key '{key}'", "use one of: " + ", ".join(
+                META_KEYS + OPTIONAL_META_KEYS + ("allow_raw_html",)), key_line(path, key))
+        if key != "allow_raw_html" and not isinstance(meta[key], str):
             raise BuildError(path, f"'{key}' must be a quoted string, got {meta[key]!r}",
                              f'write {key} = "..."', key_line(path, key))
     if not isinstance(meta.setdefault("allow_raw_html", False), bool):
         raise BuildError(path, f"'allow_raw_html' must be true or false, got "
                          f"{meta['allow_raw_html']!r}", "write allow_raw_html = true (unquoted) "
                          "or remove the line", key_line(path, "allow_raw_html"))
+    try:  # fromisoformat alone would take 20240102 and 2024-W01
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", meta["date"]):
+            raise ValueError
+        datetime.date.fromisoformat(meta["date"])
+    except ValueError:
+        raise BuildError(path, f"'date' {meta['date']!r} is not a date",
+                         'write date = "YYYY-MM-DD"', key_line(path, "date")) from None
+    problem = unsafe_address(meta.get("repository_url", ""))
+    if problem:
+        raise BuildError(path, f"'repository_url' {problem}",
+                         "give the repository's http(s) address, or leave it empty",
+                         key_line(path, "repository_url"))
     return meta
 
 

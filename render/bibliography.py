@@ -6,8 +6,9 @@ from pathlib import Path
 import bibtexparser
 from bibtexparser.model import DuplicateBlockKeyBlock
 from markupsafe import escape
+from pylatexenc.latex2text import LatexNodes2Text
 
-from errors import BuildError, read_utf8
+from errors import BuildError, read_utf8, unsafe_address
 
 REQUIRED = ("author", "title", "year", "url")
 
@@ -68,7 +69,12 @@ def _well_formed(raw):
             return False
 
 
-def _clean(value):
+def _clean(name, value):
+    """A field as the page shows it: TeX's accents and commands as the text they stand for
+    (M\\"uller as Müller, \\emph{x} as x), braces gone. An address keeps its characters: to TeX
+    a % or ~ in it would be a comment or a space."""
+    if name != "url":
+        value = LatexNodes2Text().latex_to_text(value)
     return " ".join(value.replace("{", "").replace("}", "").split())
 
 
@@ -94,10 +100,15 @@ def load(path):
                                  f.start_line + 1)
     entries = {}
     for e in library.entries:
-        fields = {f.key.lower(): _clean(str(f.value)) for f in e.fields}
+        fields = {f.key.lower(): _clean(f.key.lower(), str(f.value)) for f in e.fields}
         for name in REQUIRED:
             if not fields.get(name):
                 raise BuildError(path, f"entry '{e.key}' is missing '{name}'",
                                  f"add {name} = {{...}} to it", e.start_line + 1)
+        problem = unsafe_address(fields["url"])
+        if problem:
+            line = next(f.start_line for f in e.fields if f.key.lower() == "url") + 1
+            raise BuildError(path, f"entry '{e.key}': {problem}",
+                             "give the work's http(s) address", line)
         entries[e.key] = Entry(e.key, fields, e.start_line + 1)
     return entries

@@ -15,23 +15,27 @@
 Previews (citations, cross-references, footnotes, facts) share one markup, _preview(), which
 site.js and style.css show on hover, focus and a first tap.
 
-and nothing else: raw HTML, event-handler or style attributes and javascript:/vbscript:/data:
-addresses are refused with file:line unless content/meta.toml trusts the essay
-(allow_raw_html = true), since the essay is content, not code.
+and nothing else: raw HTML, event-handler or style attributes and addresses that are not
+http(s), mailto or relative (errors.unsafe_address) are refused with file:line unless
+content/meta.toml trusts the essay (allow_raw_html = true), since the essay is content, not
+code. Math is MathML only, whatever the essay says; code (``` and ~~~ fences, indented blocks,
+`spans`) holds no syntax of ours.
 """
 import html
 import re
 import xml.etree.ElementTree as etree
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 
 import markdown
 from latex2mathml.converter import convert as latex_to_mathml
+from markdown.extensions.fenced_code import FencedBlockPreprocessor
 from markdown.inlinepatterns import HTML_RE, HtmlInlineProcessor
 from markdown.preprocessors import HtmlBlockPreprocessor, Preprocessor
 from markdown.treeprocessors import Treeprocessor
 from markupsafe import escape
 
-from errors import BuildError
+from errors import BuildError, unsafe_address
 
 DIRECTIVE = re.compile(r"^:::(.*)$")
 FIGURE = re.compile(r"^::: figure ([a-z0-9][a-z0-9-]*)\s*$")
@@ -48,9 +52,25 @@ FACT = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
 DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$")
 INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
 MATH_OR_FACT = re.compile(f"{INLINE_MATH.pattern}|{FACT.pattern}")
-CODE_SPAN = re.compile(r"`[^`]*`")
-UNSAFE_SCHEME = re.compile(r"^(javascript|vbscript|data):")
+# a code span, opened and closed by runs of as many backticks (``a `b` c``)
+CODE_SPAN = re.compile(r"(?<![\\`])(`+)(.+?)(?<!`)\1(?!`)")
+# a list item or footnote: blocks indented by four continue it, and code needs four more
+CONTAINER = re.compile(r"^( *)(?:[*+-]|\d+\.) +\S|^\[\^[^\]]+\]:")
+# a markdown link or image, or a reference definition: a fact there would be markup in markup
+LINK = re.compile(r"!?\[[^\]]*\]\([^)]*\)|^ {0,3}\[(?!\^)[^\]]+\]:.*")
 URL_ATTRIBUTES = ("href", "src")
+MATHML_NS = "http://www.w3.org/1998/Math/MathML"
+# What latex2mathml writes for the TeX it knows: MathML presentation markup and nothing else.
+MATHML_ELEMENTS = frozenset(
+    "math mrow mi mn mo ms mtext mspace msub msup msubsup munder mover munderover mfrac msqrt "
+    "mroot mtable mtr mtd mstyle menclose mpadded mphantom merror mmultiscripts mprescripts "
+    "none".split())
+MATHML_ATTRIBUTES = frozenset(
+    "xmlns display mathvariant mathcolor mathbackground mathsize stretchy fence form accent "
+    "accentunder separator lspace rspace largeop movablelimits symmetric minsize maxsize width "
+    "height depth voffset linethickness displaystyle scriptlevel notation columnalign "
+    "columnlines columnspacing rowalign rowlines rowspacing frame framespacing equalrows "
+    "equalcolumns linebreak href".split())
 UNSAFE_ATTRIBUTE = re.compile(r"(?i)\b(on\w+|style)\s*=")
 TRUST = "or set allow_raw_html = true in content/meta.toml if you trust every line of the essay"
 
@@ -70,17 +90,17 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
     """Check every directive, citation, cross-reference and fact, and (unless allowed) that the
     essay holds no raw HTML; return the figure order and citation order. `facts` maps figure
     id -> its fact names (figures.facts() before training)."""
-    figures, cites, in_code, prose_lines = [], [], False, []
-    for no, line in enumerate(text.splitlines(), 1):
+    figures, cites, prose_lines = [], [], []
+    lines = _lines(text)
+    code, fences = _code(lines)
+    for no, line in enumerate(lines, 1):
         fail = lambda msg, fix: BuildError(path, msg, fix, no)
-        if line.startswith("```"):
-            in_code = not in_code
-            # fenced_code copies a fence's attribute list ({ .py onclick=... }) into the page
-            handler = UNSAFE_ATTRIBUTE.search(line)
-            if handler and not allow_raw_html:
-                raise fail(*_attribute(handler.group(1))[1:])
-        prose_lines.append("" if in_code else CODE_SPAN.sub("", line))
-        if in_code:
+        # fenced_code copies a fence's attribute list ({ .py onclick=... }) into the page
+        handler = UNSAFE_ATTRIBUTE.search(line) if no in fences else None
+        if handler and not allow_raw_html:
+            raise fail(*_attribute(handler.group(1))[1:])
+        prose_lines.append("" if code[no - 1] else CODE_SPAN.sub("", line))
+        if code[no - 1]:
             continue
         if DIRECTIVE.match(line):
             m = FIGURE.match(line)
@@ -93,7 +113,7 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
             if m.group(1) in figures:
                 raise fail(f"figure '{m.group(1)}' is placed twice", "place each figure once")
             figures.append(m.group(1))
-        prose = CODE_SPAN.sub("", line)
+        prose = prose_lines[-1]
         for m in CITE.finditer(prose):
             for key in CITE_KEY.findall(m.group(1)):
                 if key not in bib:
@@ -112,29 +132,72 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
             if fact not in facts.get(fig, {}):
                 raise fail(f"figure '{fig}' has no fact '{fact}'",
                            "use one of: " + ", ".join(sorted(facts.get(fig, {}))))
+        inside = next((FACT.search(m.group()) for m in LINK.finditer(prose)
+                       if FACT.search(m.group())), None)
+        if inside:
+            raise fail(f"fact {inside.group(0)!r} inside a link or image",
+                       "write the fact outside the [text](address): it is a link of its own, "
+                       "and an address or alt text cannot hold one")
         if prose.replace("$$", "").count("$") % 2:
             raise fail("unbalanced $ in math", "close the math with a matching $")
         # Convert the math now, facts standing in as 1, so --check catches bad TeX untrained.
         for pattern, display in ((DISPLAY_MATH, True), (INLINE_MATH, False)):
             for m in pattern.finditer(DISPLAY_MATH.sub("", prose) if not display else prose):
                 _math(FACT.sub("1", m.group(1)), display, path, no)
-    for fig in set(XREF.findall(text)) - set(figures):
+    for fig in set(XREF.findall("\n".join(prose_lines))) - set(figures):
         raise BuildError(path, f"figure '{fig}' is cross-referenced but never placed",
                          f"add '::: figure {fig}'", None)
-    _equations(path, text.splitlines())
+    _equations(path, lines)
     _check_sections(path, text)
     if not allow_raw_html:
         _refuse_untrusted(path, text, prose_lines, figures, cites, bib)
     return figures, cites
 
 
+def _lines(text):
+    """The essay's lines as python-markdown splits them (not str.splitlines, which also breaks
+    at form feeds and U+2028), so the scan and the conversion agree on every line."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _code(lines):
+    """Which lines python-markdown reads as code, where our syntax is never looked for: fenced
+    blocks (``` or ~~~, found by fenced_code's own pattern, so an unclosed fence is prose as
+    there) and indented blocks (a block that starts four spaces in, after a blank line or a
+    heading; eight in a list item or footnote, whose four-space blocks continue it). Also the
+    lines that open a fence."""
+    text = "\n".join(lines)
+    code, fences = [False] * len(lines), set()
+    for m in FencedBlockPreprocessor.FENCED_BLOCK_RE.finditer(text):
+        first, last = text.count("\n", 0, m.start()), text.count("\n", 0, m.end())
+        code[first:last + 1] = [True] * (last + 1 - first)
+        fences.add(first + 1)
+    depth, starts, indented = 0, True, False  # list depth; a block may start here; in code
+    for i, line in enumerate(lines):
+        if code[i]:
+            starts = indented = False
+            continue
+        if not line.strip():
+            starts = True
+            continue
+        width = len(line.expandtabs(4)) - len(line.expandtabs(4).lstrip())
+        if width >= 4 * (depth + 1) and (starts or indented):
+            code[i] = indented = True
+            continue
+        item = CONTAINER.match(line.expandtabs(4))
+        if item:
+            depth = len(item.group(1) or "") // 4 + 1
+        elif width == 0 and starts:
+            depth = 0
+        starts, indented = line.startswith("#"), False
+    return code, fences
+
+
 def _prose(lines):
-    """(line number, line without code spans) for every line outside a fenced code block."""
-    in_code = False
+    """(line number, line without code spans) for every line that is not code."""
+    code, _ = _code(lines)
     for no, line in enumerate(lines, 1):
-        if line.startswith("```"):
-            in_code = not in_code
-        elif not in_code:
+        if not code[no - 1]:
             yield no, CODE_SPAN.sub("", line)
 
 
@@ -165,7 +228,7 @@ def _check_sections(path, text):
     """The ## and ### headings are numbered in order (1, 1.1, ...: _Sections writes the
     numbers); a heading that carries a number by hand ("### 3.1 Neurons") must carry its own."""
     h2, h3 = 0, 0
-    for no, line in _prose(text.splitlines()):
+    for no, line in _prose(_lines(text)):
         m = HEADING.match(line)
         if not m:
             continue
@@ -247,23 +310,81 @@ class _UnsafeAttributes(Treeprocessor):
             for name, value in el.attrib.items():
                 if UNSAFE_ATTRIBUTE.match(name + "="):
                     self.found.append(_attribute(name))
-                elif name.lower() in URL_ATTRIBUTES:
-                    # As a browser reads it: entities decoded, control characters and spaces gone.
-                    url = re.sub(r"[\x00-\x20]", "", html.unescape(value)).lower()
-                    scheme = UNSAFE_SCHEME.match(url)
-                    if scheme:
-                        self.found.append(([value, html.unescape(value)],
-                                           f"address {value[:60]!r} uses the {scheme.group(1)}: "
-                                           "scheme", "link to an http(s) address or a page of "
-                                           "the site, " + TRUST))
+                elif name.lower() in URL_ATTRIBUTES and unsafe_address(value):
+                    self.found.append(([value, html.unescape(value)], unsafe_address(value),
+                                       "link to an http(s) address or a page of the site, "
+                                       + TRUST))
 
 
 def _math(tex, display, path, no):
     try:
-        return latex_to_mathml(tex.strip(), display="block" if display else "inline")
+        mathml = latex_to_mathml(tex.strip(), display="block" if display else "inline")
     except Exception as e:  # latex2mathml raises many types for malformed input
         raise BuildError(path, f"cannot render math ${tex}$ ({type(e).__name__})",
                          "fix the TeX (latex2mathml does not know \\arg)", no) from None
+    parser = _MathML()
+    try:
+        parser.feed(mathml)
+        parser.close()
+        if parser.stack or parser.roots != 1:
+            raise ValueError("it does not make one <math> element", "check its \\text{}")
+    except ValueError as e:
+        shown = tex.strip() if len(tex.strip()) <= 40 else tex.strip()[:37] + "..."
+        raise BuildError(path, f"math ${shown}$: {e.args[0]}", e.args[1], no) from None
+    return "".join(parser.out)
+
+
+class _MathML(HTMLParser):
+    """latex2mathml's output, read with a real parser and written again escaped: its \\text{}
+    is copied unescaped, so only MathML elements and attributes, one <math> element and safe
+    addresses pass; a ValueError(message, fix) refuses anything else."""
+    TEXT_FIX = "TeX carries no HTML: write < and > as \\lt and \\gt, in \\text{} too"
+
+    def __init__(self):
+        super().__init__(convert_charrefs=False)
+        self.out, self.stack, self.roots = [], [], 0
+
+    def _tag(self, tag, attrs, end=""):
+        if tag not in MATHML_ELEMENTS or (tag == "math") != (not self.stack):
+            raise ValueError(f"it would write a <{tag}> element into the page", self.TEXT_FIX)
+        for name, value in attrs:
+            if name not in MATHML_ATTRIBUTES or (name == "xmlns" and value != MATHML_NS):
+                raise ValueError(f"it would write attribute '{name}' into the page",
+                                 "drop the command that sets it (\\style, \\class, ...)")
+            if name == "href" and unsafe_address(value or ""):
+                raise ValueError(f"its \\href {unsafe_address(value)}",
+                                 "link to an http(s) address or a page of the site")
+        self.roots += tag == "math"
+        self.out.append(f"<{tag}" + "".join(f' {n}="{html.escape(v or "")}"' for n, v in attrs)
+                        + f"{end}>")
+
+    def handle_starttag(self, tag, attrs):
+        self._tag(tag, attrs)
+        self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self._tag(tag, attrs, " /")
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            raise ValueError(f"its </{tag}> closes an element out of turn", self.TEXT_FIX)
+        self.out.append(f"</{tag}>")
+
+    def handle_data(self, data):
+        if not self.stack and data.strip():
+            raise ValueError("it would write text outside its <math> element", self.TEXT_FIX)
+        self.out.append(html.escape(data, quote=False))
+
+    def handle_charref(self, name):  # as written: &#x02211; stays a reference
+        self.out.append(f"&#{name};")
+
+    def handle_entityref(self, name):
+        self.out.append(html.escape(html.unescape(f"&{name};"), quote=False))
+
+    def unknown_decl(self, data):
+        raise ValueError("it would write markup that is not MathML", self.TEXT_FIX)
+
+    handle_comment = handle_decl = handle_pi = unknown_decl
 
 
 class _Directives(Preprocessor):
@@ -276,11 +397,9 @@ class _Directives(Preprocessor):
     def run(self, lines):
         c, stash = self.ctx, self.md.htmlStash.store
         c["equations"] = _equations(c["path"], lines)
-        out, in_code = [], False
+        out, (code, _) = [], _code(lines)
         for no, line in enumerate(lines, 1):
-            if line.startswith("```"):
-                in_code = not in_code
-            if in_code:
+            if code[no - 1]:
                 out.append(line)
                 continue
             m = FIGURE.match(line)
@@ -298,8 +417,8 @@ class _Directives(Preprocessor):
                 spans[token] = stash(html)
                 return token
 
-            line = CODE_SPAN.sub(lambda m: keep(str(escape(m.group(0)[1:-1])).join(
-                ("<code>", "</code>"))), line)
+            line = CODE_SPAN.sub(lambda m: keep(f"<code>{escape(m.group(2).strip())}</code>"),
+                                 line)
             # Facts inside math go into the TeX itself; elsewhere they are escaped HTML.
             tex = lambda m: FACT.sub(lambda f: str(c["fact"](f.group(1))), m.group(1))
             line = DISPLAY_MATH.sub(lambda m: keep(_math(tex(m), True, c["path"], no)), line)
@@ -528,7 +647,8 @@ def _markdown(ctx):
                            extension_configs={"toc": {"toc_depth": "2-3", "permalink": "#",
                                                       "permalink_title": "Link to this section"},
                                               "footnotes": {"BACKLINK_TITLE": "Back to text"}})
-    md.preprocessors.register(_Directives(md, ctx), "superposition_directives", 25)  # after
-    # normalize_whitespace (30), which strips the placeholder markers the stash relies on
+    # After normalize_whitespace (30), which strips the placeholder markers the stash relies on,
+    # and before fenced_code (25), so that it sees the essay's own lines, as scan() does.
+    md.preprocessors.register(_Directives(md, ctx), "superposition_directives", 26)
     md.treeprocessors.register(_ExternalLinks(md), "external_links", 0)
     return md

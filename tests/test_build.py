@@ -193,6 +193,17 @@ def test_check_catches_content_errors_without_training(tmp_path, line, expect):
     assert proc.returncode == 2 and len(lines) == 1 and re.search(expect, lines[0]), proc.stderr
 
 
+def test_check_catches_meta_errors_without_training(tmp_path):
+    """meta.toml is checked whole by --check too: a mistyped key is refused by its line, not
+    after training as a template's error."""
+    content = copy_content(tmp_path)
+    sub(content / "meta.toml", r"(?m)^repository_url = .*", "repository_url = 5")
+    proc = run_build("--check", "--content", content, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"error: {content}/meta.toml:15: 'repository_url' must be a quoted string, got 5; "
+        'write repository_url = "..."'], proc.stderr
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 def copy_content(tmp_path):
@@ -277,8 +288,14 @@ BAD_INPUTS = {
                      r"content/essay.md:3: unbalanced \$ in math; close the math"),
     "invalid TeX": (essay("# T\n\nBad $\\frac{$ here.\n"), [],
                     r"content/essay.md:3: cannot render math .*; fix the TeX"),
+    "HTML in math": (essay('# T\n\n$\\text{<meta/http-equiv="refresh"content="0;url=https://'
+                           'evil.example/">}$\n'), [],
+                     r"content/essay.md:3: math .*: it would write a <meta> element into the "
+                     r"page; TeX carries no HTML"),
     "non-UTF-8 essay": (lambda c, g: (c / "essay.md").write_bytes(b"# T\n\ncaf\xe9\n"), [],
                         r"content/essay.md:3: byte 0xe9 is not UTF-8; save the file as UTF-8"),
+    "NUL in essay": (lambda c, g: (c / "essay.md").write_bytes(b"# T\n\nok\x00 then\n"), [],
+                     r"content/essay.md:3: control character U\+0000 is not text; delete it"),
     "meta not TOML": (lambda c, g: (c / "meta.toml").write_text('title = "x\n'), [],
                       r"content/meta.toml: not valid TOML .*; fix the syntax"),
     "meta missing title": (lambda c, g: (c / "meta.toml").write_text("subtitle = 1\n"), [],
@@ -295,6 +312,21 @@ BAD_INPUTS = {
         (c / "meta.toml").read_text() + 'allow_raw_html = "yes"\n'), [],
         r"content/meta.toml:19: 'allow_raw_html' must be true or false, got 'yes'; write "
         r"allow_raw_html = true"),
+    "meta repository_url number": (lambda c, g: sub(c / "meta.toml", r"(?m)^repository_url = .*",
+                                                    "repository_url = 5"), [],
+                                   r"content/meta.toml:15: 'repository_url' must be a quoted "
+                                   r'string, got 5; write repository_url = "..."'),
+    "meta repository_url javascript": (lambda c, g: sub(
+        c / "meta.toml", r"(?m)^repository_url = .*", 'repository_url = "javascript:alert(1)"'),
+        [], r"content/meta.toml:15: 'repository_url' address 'javascript:alert\(1\)' uses the "
+        r"javascript: scheme; give the repository's http\(s\) address"),
+    "meta date not a date": (lambda c, g: sub(c / "meta.toml", r"(?m)^date = .*",
+                                              'date = "2024-13-01"'), [],
+                             r"""content/meta.toml:8: 'date' '2024-13-01' is not a date; write """
+                             r'date = "YYYY-MM-DD"'),
+    "meta unknown key": (lambda c, g: (c / "meta.toml").write_text(
+        (c / "meta.toml").read_text() + 'repository = "https://example.org"\n'), [],
+        r"content/meta.toml:19: unknown key 'repository'; use one of: title, .*repository_url"),
     "BibTeX missing field": (lambda c, g: (c / "references.bib").write_text(
         "@misc{k, title={t}, year={1}, url={u}}\n"), [],
         r"content/references.bib:1: entry 'k' is missing 'author'"),
@@ -305,6 +337,10 @@ BAD_INPUTS = {
     "BibTeX duplicate key": (lambda c, g: (c / "references.bib").write_text(
         (c / "references.bib").read_text() + (c / "references.bib").read_text().split("\n\n")[0]),
         [], r"content/references.bib:\d+: duplicate BibTeX key 'elhage2022toy'; rename"),
+    "BibTeX javascript url": (lambda c, g: sub(c / "references.bib", r"url = \{https://transf[^}]*",
+                                               "url = {javascript:alert(1)"), [],
+                              r"content/references.bib:6: entry 'elhage2022toy': address "
+                              r"'javascript:alert\(1\)' uses the javascript: scheme; give"),
     "grid m > n": (edit_grid("m = 5", "m = 50"), [], r"grid.toml:\d+: .*m=50 exceeds n=20"),
     "grid negative weight decay": (edit_grid("weight_decay = 0.01", "weight_decay = -1"), [],
                                    rf"grid.toml:{GRID_LINE['weight_decay']}: \[train\] "

@@ -87,6 +87,32 @@ def test_bad_math_names_the_line():
         render("ok\n$\\frac{1}{$\n")
 
 
+@pytest.mark.parametrize("tex, message", [
+    ('\\text{<meta/http-equiv="refresh"content="0;url=https://evil.example/">}',
+     "would write a <meta> element"),
+    ("\\text{</mtext></math><img src=x onerror=alert(1)><math><mtext>}", "out of turn"),
+    ("\\text{<!-- x -->}", "markup that is not MathML"),
+    ("\\style{color:red}{x}", "attribute 'style'"),
+    ("\\class{preview}{x}", "attribute 'class'"),
+    ("\\href{javascript:alert(1)}{x}", "\\href address 'javascript:alert(1)' uses the javascript:"),
+    ("\\href{ JaVaScRiPt:alert(1)}{x}", "uses the javascript: scheme"),
+])
+def test_math_writes_only_mathml(tex, message):
+    """latex2mathml copies \\text{} and \\href{} unescaped: its output is parsed, and anything
+    but MathML with safe addresses is refused by line, for inline and display math alike."""
+    for text in (f"ok\n\nsee ${tex}$\n", f"ok\n\n$${tex}$$\n"):
+        with pytest.raises(BuildError) as e:
+            render(text)
+        assert str(e.value).startswith("content/essay.md:3: math $") and message in str(e.value)
+        assert "\n" not in str(e.value)
+
+
+def test_math_text_is_escaped_and_safe_links_kept():
+    html = render("$\\text{a & b} + \\href{https://example.org/}{x}$\n").html
+    assert "<mtext>a&#x000A0;&amp;&#x000A0;b</mtext>" in html
+    assert '<mrow href="https://example.org/">' in html
+
+
 def test_essay_features_render():
     doc = render("## Part\n\nText [@elhage2022toy; @olah2020zoom] and @fig:concentration, "
                  "$E[(u \\cdot v)^2] = 1/m$ and {{ concentration.m5 }}.[^n]\n\n"
@@ -235,3 +261,48 @@ def test_static_images_are_cached_and_a_bad_entry_is_drawn_again(tmp_path, monke
     assert figure_export.static_images("f", spec, "a" * 64, tmp_path) == (svg, png)
     err = capsys.readouterr().err
     assert len(drawn) == 1 and "checksum" in err and err.count("\n") == 1
+
+
+def test_a_byte_order_mark_is_dropped(tmp_path):
+    """Some editors save a BOM first: read as text it would glue itself to the first block, and
+    the heading would be a paragraph starting "# "."""
+    from errors import read_utf8
+    path = tmp_path / "essay.md"
+    path.write_bytes("\ufeff# Title\n\nText.\n".encode())
+    assert render(read_utf8(path)).html.startswith('<h1 id="title">')
+
+
+def test_bibliography_tex_is_shown_as_text(tmp_path):
+    """Accents and commands are TeX, not text: M\\"uller is shown as Müller, \\emph{x} as x; the
+    address keeps its % and ~."""
+    bib = tmp_path / "refs.bib"
+    bib.write_text('@article{m,\n author = {M\\"uller, J{\\"o}rg and Erd{\\H o}s, Paul},\n'
+                   ' title = {The \\emph{Real} {GPT} -- 50\\% of it},\n year = {2020},\n'
+                   ' url = {https://example.org/a%20b~c}\n}\n')
+    entry = bibliography.load(bib)["m"]
+    assert entry.text() == "Müller & Erdős (2020). The Real GPT – 50% of it."
+    assert 'href="https://example.org/a%20b~c"' in entry.html()
+
+
+def test_every_code_form_is_code_not_syntax():
+    """~~~ fences, indented blocks and ``double`` spans hold $ and @fig: as text, like ```
+    fences; a list item's four-space paragraph is still prose, its math rendered."""
+    doc = render("~~~\n$x @fig:nope\n~~~\n\nText.\n\n    $y$ @fig:nope {{ nofigure }}\n\n"
+                 "Span ``a `$` @fig:nope`` here.\n\n- item\n\n    $z$ continued\n")
+    assert "<pre><code>$x @fig:nope\n</code></pre>" in doc.html
+    assert "<pre><code>$y$ @fig:nope {{ nofigure }}\n</code></pre>" in doc.html
+    assert "<code>a `$` @fig:nope</code>" in doc.html and doc.html.count("<math") == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x $\\href{javascript:alert(1)}{x}$\n", "address 'javascript:alert(1)' uses the javascript:"),
+    ("x $\\text{<meta/http-equiv=\"refresh\"content=\"0;url=https://e.example/\">}$\n",
+     "it would write a <meta> element into the page"),
+    ("[x](file:///etc/passwd)\n", "address 'file:///etc/passwd' uses the file: scheme"),
+    ("[x]({{ concentration.m5 }})\n", "fact '{{ concentration.m5 }}' inside a link or image"),
+    ("![{{ concentration.m5 }}](a.png)\n", "inside a link or image"),
+])
+def test_markup_and_scripts_through_math_addresses_and_facts_are_refused(text, message):
+    with pytest.raises(BuildError) as e:
+        render(text, facts={**{i: {} for i in IDS}, "concentration": {"m5": "1"}})
+    assert str(e.value).startswith("content/essay.md:1: ") and message in str(e.value)
