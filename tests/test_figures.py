@@ -462,3 +462,22 @@ def test_every_declared_fact_has_a_note_and_every_note_a_fact():
     for fid, names in figures.facts().items():
         assert not set(names) - set(notes[fid]), (fid, "no note", sorted(set(names) - set(notes[fid])))
         assert not set(notes[fid]) - set(names), (fid, "no such fact", sorted(set(notes[fid]) - set(names)))
+
+
+def test_superposition_panel_sparse_seeds_differ_beyond_the_scoring_noise(built, trained):
+    """Essay L61 and L35: at the sparsest S every seed stores the same number of full-length
+    columns (> 0.7), the seeds that count more represented features lose more than three paired
+    standard errors, and the paired noise estimate agrees with the evaluation: a fresh draw's gap
+    is within four standard errors of the evaluation's (it would fail if the half-stored
+    arrangements tied, as the essay used to say)."""
+    from precompute.figures import superposition_panel as sp
+    facts, tr = built["superposition-panel"].facts, trained["superposition"]
+    assert " to " not in facts["sparse_seed_strong"]
+    assert int(facts["sparse_seed_gap_se"]) >= sp.TIE
+    fam = tr.family
+    last = [k for k, i in enumerate(fam.instances) if i.sparsity == fam.instances[-1].sparsity]
+    best = lowest_loss(tr)[-1]
+    others = [k for k in last if k != best]
+    gap, se = sp.paired_noise(tr, best, others)
+    L = tr.arrays["final_loss"]
+    assert np.all(np.abs(gap - (L[others] - L[best])) < 4 * se * 2 ** 0.5), (gap, se)
