@@ -14,7 +14,10 @@ ID = "lab-interference"
 FAMILY = "packing2d"
 FAMILIES = [FAMILY]
 RIGHT_ANGLE_TOLERANCE = 1.0  # degrees
-FACTS = ('pairs', 'acute_share', 'median_bias', 'models', 'even_spacing')  # the names build() puts in facts, for --check
+# the names build() puts in facts, for --check
+FACTS = ('pairs', 'acute_share', 'median_bias', 'models', 'even_spacing', 'closest_pair',
+         'uneven_n', 'uneven_models', 'least_even')
+EVEN = 0.9  # closest neighbours at least this share of 360/k apart: evenly spread
 ANGLES = np.arange(0, 181, 3)
 BIASES = np.round(np.arange(-1.0, 0.501, 0.05), 2)
 
@@ -22,7 +25,7 @@ BIASES = np.round(np.arange(-1.0, 0.501, 0.05), 2)
 def trained_angles(tr, min_sparsity=0.9):
     """Angles between every pair of represented features, in the best sparse m=2 models, and per
     model how evenly its k features are spread: the smallest gap between neighbours around the
-    circle as a fraction of 360/k."""
+    circle as a fraction of 360/k (rows n, sparsity, spacing)."""
     rows, spacing = [], []
     for k in lowest_loss(tr):
         inst = tr.family.instances[k]
@@ -34,12 +37,13 @@ def trained_angles(tr, min_sparsity=0.9):
         if len(live) >= 3:
             around = np.sort(np.degrees(np.arctan2(unit[1], unit[0])) % 360)
             gaps = np.diff(np.append(around, around[0] + 360))
-            spacing.append(gaps.min() / (360 / len(live)))
+            spacing.append({"n": inst.n, "sparsity": inst.sparsity,
+                            "spacing": float(gaps.min() / (360 / len(live)))})
         for a in range(len(live)):
             for c in range(a + 1, len(live)):
                 angle = np.degrees(np.arccos(np.clip(unit[:, a] @ unit[:, c], -1, 1)))
                 rows.append({"n": inst.n, "sparsity": inst.sparsity, "angle": round(float(angle), 2)})
-    return pd.DataFrame(rows), np.array(spacing)
+    return pd.DataFrame(rows), pd.DataFrame(spacing)
 
 
 def build(trained):
@@ -54,9 +58,14 @@ def build(trained):
     # Square arrangements put pairs at 90 degrees up to float noise in training: count a pair as
     # acute only when it is clearly so, or the share flips with the last bits of the weights.
     near = pairs[pairs.angle < 90 - RIGHT_ANGLE_TOLERANCE]
+    uneven = spacing[spacing.spacing < EVEN]
     facts = {"pairs": len(pairs), "acute_share": f"{100 * len(near) / max(len(pairs), 1):.0f}%",
              "median_bias": f"{np.median(biases):.2f}",
-             "models": len(spacing), "even_spacing": f"{100 * np.median(spacing):.0f}%"}
+             "models": len(spacing), "even_spacing": f"{100 * spacing.spacing.median():.0f}%",
+             # two features that point the same way would be stored twice over in one direction
+             "closest_pair": f"{pairs.angle.min():.0f}",
+             "uneven_n": ", ".join(map(str, sorted(set(uneven.n)))) or "none",
+             "uneven_models": len(uneven), "least_even": f"{100 * spacing.spacing.min():.0f}%"}
 
     angle = alt.param(name="angle", value=60,
                       bind=alt.binding_range(min=0, max=180, step=3, name="angle (degrees)"))
@@ -106,9 +115,9 @@ def build(trained):
                f"features in our trained sparse two-dimensional models. No more than three "
                f"directions in a plane can be pairwise obtuse, so {facts['acute_share']} of the "
                f"pairs are acute (under {90 - RIGHT_ANGLE_TOLERANCE:g}°); instead the models "
-               f"spread their features evenly (the closest "
-               f"neighbours sit at a median {facts['even_spacing']} of 360°/k apart), with a "
-               f"median bias of {facts['median_bias']}.")
+               f"spread their features around the circle (the closest neighbours sit at a "
+               f"median {facts['even_spacing']} of 360°/k apart, no two closer than "
+               f"{facts['closest_pair']}°), with a median bias of {facts['median_bias']}.")
     description = ("Two arrows at an adjustable angle, a chart of interference before and after "
                    "the ReLU against angle for an adjustable bias, and a histogram of angles "
                    "between features in trained models.")
@@ -128,4 +137,11 @@ FACT_NOTES = {
                "whose spacing is measured"),
     "even_spacing": ("median, over those models, of the smallest angle between neighbouring "
                      "features around the circle, as a share of the even spacing 360°/k"),
+    "closest_pair": ("smallest angle, in degrees, between two represented features of those "
+                     "models", "trained_angles", "the least angle"),
+    "uneven_n": ("feature counts n of the models among those whose closest neighbours sit under "
+                 "90% of 360°/k apart"),
+    "uneven_models": "how many of those models have closest neighbours under 90% of 360°/k apart",
+    "least_even": ("least, over those models, of the smallest neighbour gap as a share of "
+                   "360°/k"),
 }
