@@ -97,12 +97,40 @@
     return color;
   }
 
+  // Lines, rules and points drawn in black or a dark grey (a figure's neutral ink) would vanish
+  // on the dark theme's background: those under 3:1 against it take the theme's text colour,
+  // and so do their legend symbols. Coloured marks and areas (scales' colours) stay as drawn, and
+  // so does a chart that cases its dark ink in white (a data mark stroked white), which reads on
+  // both backgrounds.
+  var INK = "svg .mark-line path, svg .mark-rule line, svg .mark-symbol path, svg .mark-trail path";
+
+  function grey(mark, prop) {
+    var c = rgb(getComputedStyle(mark)[prop]);
+    return c && Math.max.apply(null, c) - Math.min.apply(null, c) < 24 ? c : null;
+  }
+
+  function visibleInk(el, background) {
+    if (luminance(background) > 0.4) return;
+    var marks = el.querySelectorAll(INK);
+    marks.forEach(function (mark) { mark.style.fill = mark.style.stroke = ""; });
+    var cased = Array.prototype.some.call(el.querySelectorAll("svg .role-mark path, svg .role-mark line"),
+      function (mark) { var c = grey(mark, "stroke"); return c && luminance(c) > 0.8; });
+    if (cased) return;
+    marks.forEach(function (mark) {
+      ["fill", "stroke"].forEach(function (prop) {
+        var c = grey(mark, prop);
+        if (c && contrast(c, background) < 3) mark.style[prop] = "rgb(232,230,225)";
+      });
+    });
+  }
+
   function keepReadable(el, view) {
     var background = backgroundOf(view), svg = el.querySelector("svg");
-    readable(el, background);
-    // Vega redraws text when a control moves; only its own attributes trigger this, not ours.
-    new MutationObserver(function () { readable(el, background); }).observe(svg, {
-      subtree: true, childList: true, attributes: true, attributeFilter: ["fill"]});
+    var fix = function () { readable(el, background); visibleInk(el, background); };
+    fix();
+    // Vega redraws marks when a control moves; only its own attributes trigger this, not ours.
+    new MutationObserver(fix).observe(svg, {
+      subtree: true, childList: true, attributes: true, attributeFilter: ["fill", "stroke"]});
   }
 
   // An index slider shows the value it selects ("S = 0.9"), from the labels in the spec's usermeta.
