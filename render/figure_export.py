@@ -115,6 +115,10 @@ def export(fig, number, out_dir, meta, build, cache_dir):
     for name, df in fig.tables.items():
         df.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")
         data.append(f"{name}.csv")
+    # The chart's spec as a script that registers it: the essay loads it when the chart nears
+    # the screen, which works from file:// too, where fetching a JSON file does not.
+    (folder / "spec.js").write_text(f"(window.figureSpecs = window.figureSpecs || {{}})"
+                                    f"[{json.dumps(fig.id)}] = {script_safe(text)};\n")
     svg, png = static_images(fig.id, spec, sha, cache_dir)
     (folder / "figure.svg").write_text(svg)
     (folder / "figure.png").write_bytes(png)
@@ -128,12 +132,18 @@ def export(fig, number, out_dir, meta, build, cache_dir):
         "caption_html": markdown.markdown(fig.caption)[3:-4],  # one paragraph, without <p>
         "spec": f"figures/{fig.id}/spec.vl.json", "version_path": vpath,
         "data": data, "sha256": sha, "json": script_safe(text),
-        "svg": (folder / "figure.svg").read_text(),
+        "svg": svg, "svg_size": svg_size(svg),
         "params": {"families": fig.families, **fig.params},
         "versions": [{"sha256": sha, "path": vpath, "date": build["date"],
                       "version": build["version"]}],
         "citation": citation.figure(meta, build, fig.id, fig.title, sha, vpath),
     }
+
+
+def svg_size(svg):
+    """The static image's width and height, so the page keeps its place before it loads."""
+    head = re.search(r"<svg[^>]*>", svg).group(0)
+    return [round(float(re.search(rf'\b{k}="([\d.]+)', head).group(1))) for k in ("width", "height")]
 
 
 def manifest(records):

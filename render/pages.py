@@ -16,10 +16,12 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "site_templates"
 MATH_FONT = Path("/usr/share/texmf/fonts/opentype/public/lm-math/latinmodern-math.otf")
 DPKG_SUMS = Path("/var/lib/dpkg/info/fonts-lmodern.md5sums")  # what the Debian package shipped
 # No network origin anywhere; Vega compiles its expressions with Function(), hence unsafe-eval.
+# connect-src 'self' rather than 'none' only so that audits run in the page's frame (Lighthouse
+# reads /robots.txt that way) can read the site's own files; the pages themselves fetch nothing.
 # Never 'unsafe-inline': a page's own inline scripts and stylesheet are allowed by their hashes,
 # so an inline script, event handler or style attribute that got into a page cannot run.
 CSP = ("default-src 'none'; script-src {scripts}; style-src 'self'{styles}; "
-       "img-src 'self' data:; font-src 'self' data:; connect-src 'none'; base-uri 'none'; "
+       "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; "
        "form-action 'none'")
 
 
@@ -94,13 +96,14 @@ def math_font():
 
 
 def write_assets(out, cache_dir):
-    """assets/: the vendored Vega runtime (from vl-convert-python, never a CDN), css, js, font."""
+    """assets/ and robots.txt: the vendored Vega runtime (from vl-convert-python, never a CDN), css, js, font."""
     assets = out / "assets"
     assets.mkdir(parents=True, exist_ok=True)
     (assets / "vega-bundle.js").write_text(vega_bundle(cache_dir))
     for name in ("style.css", "site.js", "favicon.svg"):
         shutil.copyfile(TEMPLATES / "static" / name, assets / name)
     shutil.copyfile(math_font(), assets / "latinmodern-math.otf")
+    (out / "robots.txt").write_text("User-agent: *\nAllow: /\n")  # every page may be indexed
 
 
 def vega_bundle(cache_dir):

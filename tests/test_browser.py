@@ -34,10 +34,26 @@ def browser(tmp_path_factory):
         ctx.close()
 
 
-class Page:
-    """A page with every request and console message recorded."""
+READY = "document.documentElement.getAttribute('data-figures') === 'rendered'"
 
-    def __init__(self, browser, url, **emulate):
+
+def draw_every_chart(page):
+    """Charts draw as they come near the screen: scroll to each in turn, wait until it is drawn
+    (or failed), and come back to the top."""
+    page.wait_for_function(READY, timeout=30000)
+    for chart in page.query_selector_all(".chart[data-figure]"):
+        chart.evaluate("e => e.closest('.figure').scrollIntoView()")
+        page.wait_for_function("e => ['true', 'error'].includes(e.dataset.rendered)", arg=chart,
+                               timeout=30000)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_function(READY, timeout=30000)
+
+
+class Page:
+    """A page with every request and console message recorded, and (unless draw=False) every
+    chart drawn."""
+
+    def __init__(self, browser, url, draw=True, **emulate):
         self.page = browser.new_page()
         if emulate:
             self.page.emulate_media(**emulate)
@@ -47,8 +63,10 @@ class Page:
                      if m.type in ("error", "warning") else None)
         self.page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
         self.page.goto(url)
-        self.page.wait_for_function(
-            "document.documentElement.getAttribute('data-figures') === 'rendered'", timeout=30000)
+        if draw:
+            draw_every_chart(self.page)
+        else:
+            self.page.wait_for_function(READY, timeout=30000)
 
     def charts(self):
         return self.page.eval_on_selector_all(
@@ -183,7 +201,7 @@ def test_phone_width_has_no_page_overflow(browser, site):
     page = browser.new_page()
     page.set_viewport_size({"width": 360, "height": 740})
     page.goto((site / "index.html").as_uri())
-    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    draw_every_chart(page)
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
     page.close()
 
@@ -194,7 +212,7 @@ def test_dark_theme_and_print(browser, site):
     bg = dark.page.evaluate("getComputedStyle(document.documentElement).backgroundColor")
     assert bg == "rgb(21, 23, 26)"
     dark.close()
-    printed = Page(browser, (site / "index.html").as_uri(), media="print")
+    printed = Page(browser, (site / "index.html").as_uri(), draw=False, media="print")
     shown = printed.page.eval_on_selector_all(
         ".figure", "fs => fs.map(f => [getComputedStyle(f.querySelector('.static')).display,"
                    " getComputedStyle(f.querySelector('.chart')).display])")
@@ -229,7 +247,7 @@ def test_phone_charts_fit_the_column_and_controls_are_touch_sized(browser, site,
     page = browser.new_page()
     page.set_viewport_size(PHONE)
     page.goto((site / path).as_uri())
-    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    draw_every_chart(page)
     assert page.evaluate(OVERFLOW) == []
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     small = page.eval_on_selector_all(
@@ -270,7 +288,7 @@ def test_offline_edition_alone_with_the_network_blocked_draws_and_prints(browser
     page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
                else route.abort())
     page.goto(lone.as_uri())
-    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    draw_every_chart(page)
     charts = page.eval_on_selector_all(".chart[data-figure]", f"els => els.map(e => e.querySelectorAll({MARKS!r}).length)")
     assert len(charts) == len(figures.ids()) and min(charts) > 10
     page.emulate_media(media="print")
@@ -289,7 +307,7 @@ def test_offline_edition_alone_with_the_network_blocked_draws_and_prints(browser
 
 
 def test_printed_with_a_dark_preference_the_bibtex_reads(browser, site):
-    page = Page(browser, (site / "index.html").as_uri(), color_scheme="dark", media="print")
+    page = Page(browser, (site / "index.html").as_uri(), draw=False, color_scheme="dark", media="print")
     fg, bg = page.page.eval_on_selector(
         "pre.bibtex", "e => [getComputedStyle(e.querySelector('code')).color, getComputedStyle(e).backgroundColor]")
     assert fg == "rgb(0, 0, 0)" and bg == "rgb(255, 255, 255)"
@@ -308,7 +326,7 @@ def test_axe_finds_no_violations(browser, site, scheme, width):
         page.emulate_media(color_scheme=scheme)
         page.goto((site / path).as_uri())
         if path != "404.html" and path != "figures/index.html":
-            page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+            draw_every_chart(page)
         results = Axe().run(page)
         assert results.violations_count == 0, (path, scheme, results.generate_report()[:3000])
         page.close()
@@ -450,7 +468,7 @@ def test_on_a_phone_a_tap_opens_the_footnote_in_place(browser, site):
     page = browser.new_page()
     page.set_viewport_size(PHONE)
     page.goto((site / "index.html").as_uri())
-    page.wait_for_function("document.documentElement.getAttribute('data-figures') === 'rendered'")
+    draw_every_chart(page)
     before = note_geometry(page)
     assert not before["visible"]
     page.evaluate("document.activeElement.blur()")
@@ -478,4 +496,38 @@ def test_sections_are_numbered_and_equations_referenced(browser, site):
     eq = page.page.locator("#eq-model")
     assert eq.locator(".eq-num").inner_text() == "(1)" and eq.locator("math").count() == 1
     assert page.page.evaluate("location.hash") == "#eq-model"
+    page.close()
+
+
+def test_charts_draw_only_near_the_screen_and_print_undrawn(browser, site):
+    """At load the essay draws no chart far below the first screen and loads neither the Vega
+    runtime nor their specs; scrolling to a chart draws it, from file:// alone; printing shows
+    every figure, drawn or not, as its static image."""
+    page = browser.new_page()
+    page.set_viewport_size(PHONE)
+    requests, console = [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("console", lambda m: console.append(m.text) if m.type in ("error", "warning") else None)
+    page.goto((site / "index.html").as_uri())
+    page.wait_for_function(READY)
+    far = page.eval_on_selector_all(".chart[data-figure]", f"""els => els.filter(e =>
+        e.closest('.figure').getBoundingClientRect().top > 3 * innerHeight).map(e => [e.dataset.figure,
+        e.dataset.rendered || null, e.querySelectorAll({MARKS!r}).length])""")
+    assert len(far) >= 6 and all(state is None and marks == 0 for _, state, marks in far), far
+    assert not any(u.endswith("vega-bundle.js") or f"/{fid}/spec.js" in u for u in requests
+                   for fid, _, _ in far), requests
+    last = far[-1][0]
+    page.locator(f'.chart[data-figure="{last}"]').evaluate("e => e.closest('.figure').scrollIntoView()")
+    page.wait_for_function(f"""document.querySelector('.chart[data-figure="{last}"]').dataset.rendered
+                               === 'true'""", timeout=30000)
+    marks = page.eval_on_selector(f'.chart[data-figure="{last}"]', f"e => e.querySelectorAll({MARKS!r}).length")
+    assert marks > 10 and console == [] and all(u.startswith(("file:", "data:")) for u in requests)
+    page.emulate_media(media="print")
+    shown = page.eval_on_selector_all(".figure", """fs => fs.map(f => [getComputedStyle(f.querySelector('.static')).display,
+        getComputedStyle(f.querySelector('.chart')).display])""")
+    assert shown and all(s == ["block", "none"] for s in shown), shown
+    pdf = page.pdf()
+    page.evaluate("document.querySelectorAll('.figure img.static').forEach(i => i.remove())")
+    bare = page.pdf()  # the figures are in the PDF: without them it is much smaller
+    assert len(pdf) - len(bare) > 12 * 10_000, (len(pdf), len(bare))
     page.close()

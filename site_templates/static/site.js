@@ -1,8 +1,33 @@
-// Render every figure from its inline spec. Specs travel inside the page
-// (<script type="application/json">) because file:// pages cannot fetch JSON.
+// Draw each figure when it comes near the screen; until then (and in print) its static image
+// stands in its place. On the hosted pages the Vega runtime and each figure's spec are classic
+// scripts inserted on demand (figures/<id>/spec.js), since file:// pages cannot fetch JSON; the
+// offline edition carries both inside itself (the spec as inert <script type="application/json">).
 (function () {
   "use strict";
   var dark = window.matchMedia("(prefers-color-scheme: dark)");
+  var runtimeSrc = document.currentScript && document.currentScript.getAttribute("data-vega");
+  var scripts = {};
+
+  function load(src) {
+    if (!scripts[src]) scripts[src] = new Promise(function (resolve, reject) {
+      var s = document.createElement("script");
+      s.src = src;
+      s.onload = resolve;
+      s.onerror = function () { reject(new Error("could not load " + src)); };
+      document.head.appendChild(s);
+    });
+    return scripts[src];
+  }
+
+  function specOf(el, id) {
+    var inline = document.getElementById("spec-" + id);
+    if (inline) return Promise.resolve(JSON.parse(inline.textContent));
+    return load(el.getAttribute("data-spec")).then(function () { return window.figureSpecs[id]; });
+  }
+
+  function runtime() {
+    return window.vegaEmbed ? Promise.resolve() : load(runtimeSrc);
+  }
 
   // Side-by-side panels stack when the column is narrower than they are (a phone); whatever is
   // still too wide is scaled to the column by the stylesheet (the SVG keeps its viewBox).
@@ -72,12 +97,40 @@
     return color;
   }
 
+  // Lines, rules and points drawn in black or a dark grey (a figure's neutral ink) would vanish
+  // on the dark theme's background: those under 3:1 against it take the theme's text colour,
+  // and so do their legend symbols. Coloured marks and areas (scales' colours) stay as drawn, and
+  // so does a chart that cases its dark ink in white (a data mark stroked white), which reads on
+  // both backgrounds.
+  var INK = "svg .mark-line path, svg .mark-rule line, svg .mark-symbol path, svg .mark-trail path";
+
+  function grey(mark, prop) {
+    var c = rgb(getComputedStyle(mark)[prop]);
+    return c && Math.max.apply(null, c) - Math.min.apply(null, c) < 24 ? c : null;
+  }
+
+  function visibleInk(el, background) {
+    if (luminance(background) > 0.4) return;
+    var marks = el.querySelectorAll(INK);
+    marks.forEach(function (mark) { mark.style.fill = mark.style.stroke = ""; });
+    var cased = Array.prototype.some.call(el.querySelectorAll("svg .role-mark path, svg .role-mark line"),
+      function (mark) { var c = grey(mark, "stroke"); return c && luminance(c) > 0.8; });
+    if (cased) return;
+    marks.forEach(function (mark) {
+      ["fill", "stroke"].forEach(function (prop) {
+        var c = grey(mark, prop);
+        if (c && contrast(c, background) < 3) mark.style[prop] = "rgb(232,230,225)";
+      });
+    });
+  }
+
   function keepReadable(el, view) {
     var background = backgroundOf(view), svg = el.querySelector("svg");
-    readable(el, background);
-    // Vega redraws text when a control moves; only its own attributes trigger this, not ours.
-    new MutationObserver(function () { readable(el, background); }).observe(svg, {
-      subtree: true, childList: true, attributes: true, attributeFilter: ["fill"]});
+    var fix = function () { readable(el, background); visibleInk(el, background); };
+    fix();
+    // Vega redraws marks when a control moves; only its own attributes trigger this, not ours.
+    new MutationObserver(fix).observe(svg, {
+      subtree: true, childList: true, attributes: true, attributeFilter: ["fill", "stroke"]});
   }
 
   // An index slider shows the value it selects ("S = 0.9"), from the labels in the spec's usermeta.
@@ -99,13 +152,22 @@
   }
 
   function render(el) {
-    var id = el.getAttribute("data-figure");
-    var spec = JSON.parse(document.getElementById("spec-" + id).textContent);
+    var id = el.getAttribute("data-figure"), spec;
     var label = el.getAttribute("aria-label");
     el.setAttribute("data-rendered", "pending");
-    return embed(el, spec).then(function (result) {
+    return Promise.all([specOf(el, id), runtime()]).then(function (loaded) {
+      spec = loaded[0];
+      // Panels wider than the column (the static image's width says so) stack at once, rather
+      // than after a first drawing side by side.
+      if (+el.getAttribute("data-width") > el.clientWidth + 1 && hasHconcat(spec)) {
+        el.setAttribute("data-layout", "stacked");
+        return embed(el, stacked(spec));
+      }
+      return embed(el, spec);
+    }).then(function (result) {
       var svg = el.querySelector("svg");
-      if (svg && parseFloat(svg.getAttribute("width")) > el.clientWidth + 1 && hasHconcat(spec)) {
+      if (svg && parseFloat(svg.getAttribute("width")) > el.clientWidth + 1 && hasHconcat(spec) &&
+          !el.hasAttribute("data-layout")) {
         result.view.finalize();
         el.innerHTML = "";
         el.setAttribute("data-layout", "stacked");
@@ -143,11 +205,36 @@
   }
   window.addEventListener("resize", focusWideMath);
 
-  function renderAll() {
+  // Charts draw one at a time, each in tasks of its own, so that the page stays responsive;
+  // data-figures is "rendered" whenever no chart is waiting or drawing.
+  var queue = Promise.resolve(), waiting = 0;
+
+  function draw(el) {
+    waiting++;
+    document.documentElement.setAttribute("data-figures", "drawing");
+    queue = queue.then(function () {
+      return new Promise(function (next) { setTimeout(next, 0); });
+    }).then(function () { return render(el); }).then(function () {
+      if (--waiting === 0) document.documentElement.setAttribute("data-figures", "rendered");
+    });
+  }
+
+  function drawNearScreen() {
+    var near = new IntersectionObserver(function (entries) {
+      entries.forEach(function (e) {
+        if (!e.isIntersecting) return;
+        near.unobserve(e.target);
+        draw(e.target.querySelector(".chart[data-figure]"));
+      });
+      if (!waiting) document.documentElement.setAttribute("data-figures", "rendered");
+    }, {rootMargin: "150% 0px"});  // a screen and a half ahead, either way
+    document.querySelectorAll(".figure").forEach(function (f) { near.observe(f); });
+  }
+
+  function start() {
     document.documentElement.classList.add("js");
-    var charts = Array.prototype.map.call(document.querySelectorAll(".chart[data-figure]"), render);
-    return Promise.all(charts.concat(document.fonts.ready.then(focusWideMath)))
-      .then(function () { document.documentElement.setAttribute("data-figures", "rendered"); });
+    document.fonts.ready.then(focusWideMath);
+    drawNearScreen();
   }
 
   // Previews (render/essay.py's _preview: citations, figure and equation cross-references,
@@ -209,13 +296,16 @@
     }
   });
 
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", renderAll);
-  else renderAll();
-  dark.addEventListener("change", function () {
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+  dark.addEventListener("change", function () {  // what was drawn is drawn again, in the new theme
     document.querySelectorAll(".chart[data-figure]").forEach(function (el) {
-      if (el._view) el._view.finalize();
+      if (!el._view) return;
+      el._view.finalize();
+      el._view = null;
       el.innerHTML = "";
-      render(el);
+      el.removeAttribute("data-layout");
+      draw(el);
     });
   });
 })();
