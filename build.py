@@ -78,6 +78,7 @@ def main(argv=None):
 
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
+    modules = {m.ID: m for m in figures._modules()}  # the code that made each figure
     env = pages.environment()
     with staging(out_dir) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
@@ -106,7 +107,9 @@ def main(argv=None):
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
                 references=[bib[k] for k in doc.citations], cited=doc.cited, specs=[by_id[i] for i in doc.figure_order],
-                reading_minutes=max(1, round(doc.words / 230)), citation=article,
+                reading_minutes=max(1, round(doc.words / 230)),
+                citation={**article, "meta": article["meta"] + citation.references(
+                    [bib[k] for k in doc.citations])},
                 canonical=article["url"] if meta["site_url"] else None,
                 og_image=og_image(meta, root, f"figures/{doc.figure_order[0]}/figure.png"),
                 root=root, inline=inline, **common))
@@ -117,7 +120,10 @@ def main(argv=None):
                 canonical=canonical(meta, f"figures/{r['id']}/"),
                 og_image=og_image(meta, "../../", f"figures/{r['id']}/figure.png"),
                 provenance={"code_hash": models.code_hash(), "families":
-                            figure_export.provenance_families(figs[r["id"]], trained, grid)},
+                            figure_export.provenance_families(figs[r["id"]], trained, grid),
+                            "commit": build["commit"],
+                            "module": citation.source(meta, build, repo_path(modules[r["id"]].__file__)),
+                            "grid": citation.source(meta, build, repo_path(grid.path))},
                 **common))
             page = out / r["version_path"] / "index.html"
             if not page.exists():  # a carried-forward version keeps its page as published
@@ -134,6 +140,7 @@ def main(argv=None):
             env, "404.html", specs=[], root=offline_root(meta), inline=pages.inline_style(), citation=None,
             canonical=None, og_image=og_image(meta, None, f"figures/{order[0]}/figure.png"),
             **common))
+        (out / "CITATION.cff").write_text(citation.cff(meta, build))
         (out / ".nojekyll").write_text("")
         (out / MARKER).write_text("made by superposition-explained's build.py; --out may replace "
                                   "this folder\n")
@@ -256,7 +263,13 @@ def build_info(args):
         datetime.date.fromisoformat(date)
     except ValueError:
         raise BuildError("--date", f"{date!r} is not a date", "use YYYY-MM-DD") from None
-    return {"version": version, "date": date, "year": date[:4]}
+    return {"version": version, "date": date, "year": date[:4], "commit": git("rev-parse", "HEAD")}
+
+
+def repo_path(path):
+    """`path` relative to the repository, or None outside it (a --grid elsewhere)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if ROOT in path.parents else None
 
 
 def resolve_device(device):

@@ -656,3 +656,70 @@ def test_sigint_during_training_of_a_background_job(quick_grid, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     assert not out.exists() and not list(tmp_path.glob(".site.*"))
+
+
+# --- indexer metadata, DOI, CITATION.cff, code links (issue 25) -------------------------------
+
+def cffconvert_ok(path):
+    proc = subprocess.run([str(Path(sys.executable).parent / "cffconvert"), "--validate", "-i",
+                           str(path)], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_essay_page_tags_each_cited_reference_and_prints_no_empty_url(site):
+    page = (site / "index.html").read_text()
+    listed = re.findall(r'<li id="ref-([^"]+)"', page)
+    tags = re.findall(r'<meta name="citation_reference" content="citation_title=([^;"]+)', page)
+    assert listed and len(tags) == len(listed)
+    for p in [site / "index.html", *site.glob("figures/*/index.html"),
+              *site.glob("figures/*/v/*/index.html")]:
+        assert "url = {}" not in p.read_text(), p
+    assert "without its published address" in page
+
+
+def test_site_citation_cff_is_this_builds_version_and_the_repos_matches_meta(site):
+    from render import citation
+    cff = (site / "CITATION.cff").read_text()
+    version = re.search(r"· version (\S+) · built (\S+) ", (site / "index.html").read_text())
+    assert f'version: "{version[1]}"' in cff and f'date-released: "{version[2]}"' in cff
+    assert cffconvert_ok(site / "CITATION.cff")
+    # The repository's copy is the build's CITATION.cff for a release on meta.toml's date: edit
+    # meta.toml and this says to regenerate it (citation.cff / citation.zenodo).
+    meta = build.read_meta(ROOT / "content" / "meta.toml")
+    release = {"version": meta["date"], "date": meta["date"], "year": meta["date"][:4]}
+    assert (ROOT / "CITATION.cff").read_text() == citation.cff(meta, release)
+    assert cffconvert_ok(ROOT / "CITATION.cff")
+    assert (ROOT / ".zenodo.json").read_text() == citation.zenodo(meta)
+    assert json.loads((ROOT / ".zenodo.json").read_text())["creators"] == [{"name": meta["author"]}]
+
+
+def test_without_repository_url_provenance_names_module_and_commit(site):
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    page = (site / "figures" / "phase-diagram" / "index.html").read_text()
+    (code,) = re.findall(r"<dt>Code</dt><dd>(.*?)</dd>", page)
+    assert "<code>precompute/figures/phase_diagram.py</code>" in code and commit in code
+    assert "<a " not in code
+
+
+def test_repository_url_and_doi_reach_links_tags_bibtex_and_cff(site, tmp_path):
+    content = copy_content(tmp_path)
+    meta = (content / "meta.toml").read_text()
+    meta = meta.replace('repository_url = ""', 'repository_url = "https://github.com/o/r"')
+    (content / "meta.toml").write_text(meta.replace('doi = ""', 'doi = "10.5281/zenodo.7"'))
+    out = tmp_path / "site"
+    run_build("--content", content, "--out", out, "--site-url", SITE_URL, "--version", "D")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    for fid in FIGURE_IDS:
+        page = (out / "figures" / fid / "index.html").read_text()
+        module = f"precompute/figures/{fid.replace('-', '_')}.py"
+        assert f'href="https://github.com/o/r/blob/{commit}/{module}"' in page, fid
+        assert f'href="https://github.com/o/r/blob/{commit}/precompute/grid.toml"' in page
+        assert '<meta name="citation_doi" content="10.5281/zenodo.7">' in page
+    essay = (out / "index.html").read_text()
+    assert '<meta name="citation_doi" content="10.5281/zenodo.7">' in essay
+    assert "doi = {10.5281/zenodo.7}" in essay and "https://doi.org/10.5281/zenodo.7" in essay
+    cff = (out / "CITATION.cff").read_text()
+    assert 'doi: "10.5281/zenodo.7"' in cff and f'url: "{SITE_URL}"' in cff
+    assert cffconvert_ok(out / "CITATION.cff")

@@ -235,3 +235,74 @@ def test_static_images_are_cached_and_a_bad_entry_is_drawn_again(tmp_path, monke
     assert figure_export.static_images("f", spec, "a" * 64, tmp_path) == (svg, png)
     err = capsys.readouterr().err
     assert len(drawn) == 1 and "checksum" in err and err.count("\n") == 1
+
+
+# --- citing: DOI, BibTeX without an address, references, code links ---------------------------
+
+META = {"title": "T", "subtitle": "S", "author": "A", "description": "D", "site_url": "",
+        "repository_url": "", "doi": ""}
+BUILD = {"version": "v1", "date": "2030-01-02", "year": "2030", "commit": "c" * 40}
+
+
+def cff_valid(text, tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "CITATION.cff"
+    path.write_text(text)
+    proc = subprocess.run([str(Path(sys.executable).parent / "cffconvert"), "--validate", "-i",
+                           str(path)], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_a_doi_goes_into_every_citation_bibtex_tag_and_cff(tmp_path):
+    from render import citation
+    meta = {**META, "doi": "10.5281/zenodo.42", "site_url": "https://example.org/s"}
+    for cite in (citation.article(meta, BUILD),
+                 citation.figure(meta, BUILD, "f", "F", "a" * 64, "figures/f/v/aaaa/")):
+        assert cite["text"].endswith(" https://doi.org/10.5281/zenodo.42")
+        assert "  doi = {10.5281/zenodo.42}," in cite["bibtex"]
+        assert ("citation_doi", "10.5281/zenodo.42") in cite["meta"]
+    cff = citation.cff(meta, BUILD)
+    assert 'doi: "10.5281/zenodo.42"' in cff and cff_valid(cff, tmp_path)
+    without = citation.article(META, BUILD)
+    assert "doi" not in without["bibtex"] + without["text"] and \
+        not any(n == "citation_doi" for n, _ in without["meta"])
+
+
+def test_bibtex_without_a_site_address_has_no_url_field():
+    from render import citation
+    for cite in (citation.article(META, BUILD),
+                 citation.figure(META, BUILD, "f", "F", "a" * 64, "figures/f/v/aaaa/")):
+        assert "url = " not in cite["bibtex"].replace("urldate = ", "")
+        assert cite["bibtex"].endswith("}\n}") or cite["bibtex"].endswith("}}")
+    with_url = citation.article({**META, "site_url": "https://example.org/s"}, BUILD)
+    assert "  url = {https://example.org/s/}," in with_url["bibtex"]
+
+
+def test_citation_cff_carries_version_url_and_date_and_validates(tmp_path):
+    from render import citation
+    cff = citation.cff({**META, "site_url": "https://example.org/s"}, BUILD)
+    assert 'version: "v1"' in cff and 'date-released: "2030-01-02"' in cff and \
+        'url: "https://example.org/s"' in cff and cff_valid(cff, tmp_path)
+
+
+def test_each_cited_entry_gets_a_citation_reference_tag():
+    from render import citation
+    tags = citation.references([BIB["elhage2022toy"], BIB["wang2023ioi"]])
+    assert [n for n, _ in tags] == ["citation_reference"] * 2
+    toy, ioi = (dict(p.split("=", 1) for p in c.split("; ")) for _, c in tags)
+    assert toy["citation_title"] == "Toy Models of Superposition"
+    assert toy["citation_journal_title"] == "Transformer Circuits Thread"
+    assert ioi["citation_conference_title"].startswith("International Conference")
+    assert ioi["citation_public_url"] == "https://arxiv.org/abs/2211.00593"
+    assert tags[1][1].count("citation_author=") == 5 and "others" not in tags[0][1]
+
+
+def test_code_links_point_at_the_commit_on_the_repository_host():
+    from render import citation
+    meta = {**META, "repository_url": "https://github.com/o/r/"}
+    assert citation.source(meta, BUILD, "precompute/figures/x.py")["url"] == \
+        f"https://github.com/o/r/blob/{'c' * 40}/precompute/figures/x.py"
+    assert citation.source(META, BUILD, "precompute/figures/x.py") == \
+        {"path": "precompute/figures/x.py", "url": None}
+    assert citation.source(meta, {**BUILD, "commit": ""}, "p.py")["url"] is None
