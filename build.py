@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from errors import BuildError, read_utf8  # noqa: E402
 from precompute import config, figures, models, phase_theory, sae  # noqa: E402
 from precompute.figures import phase_diagram  # noqa: E402
-from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
+from render import bibliography, citation, essay, figure_export, pages, pdf, versions  # noqa: E402
 
 CONTENT = ROOT / "content"
 MARKER = ".superposition-site"  # written into every build's output: proof the build made it
@@ -95,6 +95,7 @@ def main(argv=None):
         block = lambda root, inline: lambda fid, number: pages.render(
             env, "figure_block.html", fig=by_id[fid], root=root, inline=inline, **common)
         article = citation.article(meta, build)
+        printer, no_printer = pdf.chromium()
         notes = figures.fact_notes()
         about = {i: essay.figure_about(f, notes[i]) for i, f in figs.items()}
         for inline in (None, pages.inline_assets(cache_dir)):
@@ -109,10 +110,16 @@ def main(argv=None):
                 references=[bib[k] for k in doc.citations], cited=doc.cited, specs=[by_id[i] for i in doc.figure_order],
                 reading_minutes=max(1, round(doc.words / 230)),
                 citation={**article, "meta": article["meta"] + citation.references(
-                    [bib[k] for k in doc.citations])},
+                    [bib[k] for k in doc.citations]) + citation.pdf_tag(meta, printer and not inline
+                                                                         and pdf.NAME)},
+                pdf=printer and not inline and pdf.NAME,
                 canonical=article["url"] if meta["site_url"] else None,
                 og_image=og_image(meta, root, f"figures/{doc.figure_order[0]}/figure.png"),
                 root=root, inline=inline, **common))
+        if printer:  # from the offline edition, which holds every static figure
+            pdf.write(out / "superposition-offline.html", out, cache_dir, printer, build["date"])
+        else:
+            log(f"{no_printer}: the essay's PDF ({pdf.NAME}) is skipped")
         for r in records:
             (out / "figures" / r["id"] / "index.html").write_text(pages.render(
                 env, "figure.html", fig=r, figure_html=block("../../", None)(r["id"], r["number"]),

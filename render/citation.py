@@ -74,6 +74,11 @@ def scholar_tags(meta, build, title, url):
     return tags
 
 
+def pdf_tag(meta, name):
+    """citation_pdf_url for the essay's PDF, when the build made one (`name`)."""
+    return [("citation_pdf_url", absolute(meta.get("site_url"), name))] if name else []
+
+
 def references(entries):
     """One citation_reference tag per cited bibliography entry, in Google Scholar's
     "citation_field=value; ..." form (a ';' inside a value would split it, so it becomes ',')."""

@@ -723,3 +723,32 @@ def test_repository_url_and_doi_reach_links_tags_bibtex_and_cff(site, tmp_path):
     cff = (out / "CITATION.cff").read_text()
     assert 'doi: "10.5281/zenodo.7"' in cff and f'url: "{SITE_URL}"' in cff
     assert cffconvert_ok(out / "CITATION.cff")
+
+
+def test_essay_pdf_is_printed_linked_and_tagged(site):
+    """Printed from the offline edition, whose print shows every static figure (test_browser's
+    offline test); two clean builds give the same PDF bytes (test_two_clean_builds_...)."""
+    data = (site / "superposition.pdf").read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    pages = max(int(n) for n in re.findall(rb"/Count (\d+)", data))
+    assert pages >= 10 and len(data) > 300_000, (pages, len(data))
+    # The clock is replaced by the build's date (Chromium stamps the time of printing).
+    date = re.search(r"· built (\S+) ", (site / "index.html").read_text())[1].replace("-", "")
+    stamps = re.findall(rb"/(?:CreationDate|ModDate) \(D:(\d+)", data)
+    assert len(stamps) == 2 and set(stamps) == {f"{date}000000".encode()}
+    page = (site / "index.html").read_text()
+    assert '<a href="superposition.pdf" type="application/pdf">PDF</a>' in page
+    assert '<meta name="citation_pdf_url" content="superposition.pdf">' in page
+    assert "superposition.pdf" not in (site / "superposition-offline.html").read_text()
+
+
+def test_without_chromium_the_pdf_is_skipped_in_one_line(site, tmp_path):
+    out = tmp_path / "site"
+    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "CHROMIUM": str(tmp_path / "no-chromium")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [l for l in proc.stderr.splitlines() if "PDF" in l]
+    assert "no Chromium at" in line and "skipped" in line
+    assert not (out / "superposition.pdf").exists()
+    assert "superposition.pdf" not in (out / "index.html").read_text()
