@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 from errors import BuildError, read_utf8  # noqa: E402
 from precompute import config, figures, models, phase_theory, sae  # noqa: E402
 from precompute.figures import phase_diagram  # noqa: E402
-from render import bibliography, citation, essay, figure_export, pages, pdf, versions  # noqa: E402
+from render import (bibliography, changes, citation, essay, figure_export, pages, pdf,  # noqa: E402
+                    versions)
 
 CONTENT = ROOT / "content"
 MARKER = ".superposition-site"  # written into every build's output: proof the build made it
@@ -85,6 +86,9 @@ def main(argv=None):
         records = [figure_export.export(figs[i], n + 1, out, meta, build, cache_dir)
                    for n, i in enumerate(order)]
         versions.carry_forward(previous, out, records)
+        changes.record_params(records)
+        changes.annotate(out, records)
+        (out / changes.FEED).write_text(changes.feed(records, meta))
         by_id = {r["id"]: r for r in records}
         (out / "figures" / "manifest.json").write_text(figure_export.manifest(records))
         pages.write_assets(out, cache_dir)
@@ -122,7 +126,7 @@ def main(argv=None):
             log(f"{no_printer}: the essay's PDF ({pdf.NAME}) is skipped")
         for r in records:
             (out / "figures" / r["id"] / "index.html").write_text(pages.render(
-                env, "figure.html", fig=r, figure_html=block("../../", None)(r["id"], r["number"]),
+                env, "figure.html", fig=r, shown=changes.SHOWN_ROWS, figure_html=block("../../", None)(r["id"], r["number"]),
                 specs=[r], root="../../", inline=None, citation=r["citation"],
                 canonical=canonical(meta, f"figures/{r['id']}/"),
                 og_image=og_image(meta, "../../", f"figures/{r['id']}/figure.png"),

@@ -752,3 +752,77 @@ def test_without_chromium_the_pdf_is_skipped_in_one_line(site, tmp_path):
     assert "no Chromium at" in line and "skipped" in line
     assert not (out / "superposition.pdf").exists()
     assert "superposition.pdf" not in (out / "index.html").read_text()
+
+
+# --- figure versions compared, and their Atom feed (issue 25) ---------------------------------
+
+@pytest.fixture(scope="module")
+def versioned_site(site, tmp_path_factory):
+    """The real site rebuilt over a previous site in which the dimensionality figure had an
+    older version: a different parameter, one row fewer and one value changed."""
+    base = tmp_path_factory.mktemp("versioned")
+    prev = base / "previous"
+    shutil.copytree(site, prev)
+    path = prev / "figures" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    fig = next(f for f in manifest["figures"] if f["id"] == "dimensionality")
+    (current,) = fig["versions"]
+    old_sha = "0" * 64
+    old = {**current, "sha256": old_sha, "path": f"figures/dimensionality/v/{old_sha[:12]}/",
+           "date": "2001-02-03", "version": "A",
+           "params": {**fig["params"], "steps": "old value"}}
+    shutil.move(prev / current["path"], prev / old["path"])
+    data = json.loads((prev / old["path"] / "data.json").read_text())
+    table = sorted(data)[0]
+    data[table] = data[table][1:]
+    first = data[table][0]
+    key = next(k for k, v in first.items() if isinstance(v, (int, float)))
+    first[key] = first[key] + 1000
+    (prev / old["path"] / "data.json").write_text(json.dumps(data))
+    fig["versions"] = [old]
+    path.write_text(json.dumps(manifest))
+    run_build("--previous", prev, "--out", base / "site", "--site-url", SITE_URL)
+    return base / "site", table
+
+
+def test_a_changed_figure_shows_its_parameters_and_the_rows_that_differ(versioned_site):
+    site, table = versioned_site
+    manifest = json.loads((site / "figures" / "manifest.json").read_text())["figures"]
+    fig = next(f for f in manifest if f["id"] == "dimensionality")
+    old, new = fig["versions"]
+    assert new["params"] == fig["params"] and old["params"]["steps"] == "old value"
+    page = (site / "figures" / "dimensionality" / "index.html").read_text()
+    assert "What changed between versions" in page
+    assert f"From <code>{old['sha256'][:12]}</code> (2001-02-03) to " \
+           f"<code>{new['sha256'][:12]}</code> ({new['date']})" in page
+    assert "<dt>steps</dt><dd>old value → " in page
+    # one row dropped and one changed: two rows added back, one removed
+    assert f"Table <code>{table}</code>: 2 rows added, 1 removed" in page
+    assert page.count("<li>added: ") == 2 and page.count("<li>removed: ") == 1
+    other = next(f for f in manifest if len(f["versions"]) == 1)
+    assert "What changed" not in (site / "figures" / other["id"] / "index.html").read_text()
+
+
+def test_the_atom_feed_lists_every_figure_version(versioned_site):
+    import xml.etree.ElementTree as ET
+    site, _ = versioned_site
+    atom = "{http://www.w3.org/2005/Atom}"
+    root = ET.parse(site / "figures" / "feed.xml").getroot()
+    assert root.tag == atom + "feed"
+    for el in (root, *root.iter(atom + "entry")):
+        for child in ("id", "title", "updated"):
+            assert el.find(atom + child) is not None and el.find(atom + child).text, child
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT00:00:00Z", el.find(atom + "updated").text)
+    assert root.find(f"{atom}author/{atom}name").text
+    assert root.find(f"{atom}link[@rel='self']").get("href") == SITE_URL + "/figures/feed.xml"
+    manifest = json.loads((site / "figures" / "manifest.json").read_text())["figures"]
+    want = {SITE_URL + "/" + v["path"] + "index.html" for f in manifest for v in f["versions"]}
+    entries = list(root.iter(atom + "entry"))
+    assert {e.find(atom + "link").get("href") for e in entries} == want
+    assert len({e.find(atom + "id").text for e in entries}) == len(entries) == len(want)
+    dates = [e.find(atom + "updated").text for e in entries]
+    assert dates == sorted(dates, reverse=True) and dates[-1].startswith("2001-02-03")
+    assert any("parameters changed: steps" in e.find(atom + "summary").text for e in entries)
+    for page in [site / "index.html", *site.glob("figures/**/index.html")]:
+        assert re.search(r'<link rel="alternate" type="application/atom\+xml" href="[^"]*'
+                         r'figures/feed.xml"', page.read_text()), page

@@ -306,3 +306,20 @@ def test_code_links_point_at_the_commit_on_the_repository_host():
     assert citation.source(META, BUILD, "precompute/figures/x.py") == \
         {"path": "precompute/figures/x.py", "url": None}
     assert citation.source(meta, {**BUILD, "commit": ""}, "p.py")["url"] is None
+
+
+def test_version_diff_names_changed_parameters_and_rows(tmp_path):
+    import json
+    from render import changes
+    for sha, rows in (("a", [{"x": 1}, {"x": 2}]), ("b", [{"x": 2}, {"x": 3}, {"x": 4}])):
+        (tmp_path / sha).mkdir()
+        (tmp_path / sha / "data.json").write_text(json.dumps({"t": rows, "same": [{"y": 0}]}))
+    old = {"sha256": "a" * 64, "path": "a/", "date": "2030-01-01", "params": {"n": 5, "k": 1}}
+    new = {"sha256": "b" * 64, "path": "b/", "date": "2030-02-01", "params": {"n": 6, "k": 1}}
+    change = changes.diff(tmp_path, old, new)
+    assert change["params"] == [{"name": "n", "old": 5, "new": 6}]
+    (table,) = change["tables"]
+    assert (table["name"], table["added"], table["removed"]) == ("t", 2, 1)
+    assert table["rows"] == [("removed", {"x": 1}), ("added", {"x": 3}), ("added", {"x": 4})]
+    unrecorded = {k: v for k, v in old.items() if k != "params"}
+    assert changes.diff(tmp_path, unrecorded, new)["params"] is None
