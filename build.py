@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from errors import BuildError, read_utf8, unsafe_address  # noqa: E402
 from precompute import config, figures, models, phase_theory, sae  # noqa: E402
 from precompute.figures import phase_diagram  # noqa: E402
-from render import bibliography, citation, essay, figure_export, pages, versions  # noqa: E402
+from render import (bibliography, changes, citation, essay, figure_export, pages, pdf,  # noqa: E402
+                    versions)
 
 CONTENT = ROOT / "content"
 MARKER = ".superposition-site"  # written into every build's output: proof the build made it
@@ -82,12 +83,16 @@ def main(argv=None):
 
     # 3. Figures from the models; the essay around them. All into a staging folder.
     figs = {f.id: f for f in figures.build_all(trained)}
+    modules = {m.ID: m for m in figures._modules()}  # the code that made each figure
     env = pages.environment()
     with staging(out_dir) as out:
         order = placed + [i for i in figs if i not in placed]  # unplaced figures number last
         records = [figure_export.export(figs[i], n + 1, out, meta, build, cache_dir)
                    for n, i in enumerate(order)]
         versions.carry_forward(previous, out, records)
+        changes.record_params(records)
+        changes.annotate(out, records)
+        (out / changes.FEED).write_text(changes.feed(records, meta))
         by_id = {r["id"]: r for r in records}
         (out / "figures" / "manifest.json").write_text(figure_export.manifest(records))
         pages.write_assets(out, cache_dir)
@@ -98,6 +103,7 @@ def main(argv=None):
         block = lambda root, inline: lambda fid, number: pages.render(
             env, "figure_block.html", fig=by_id[fid], root=root, inline=inline, **common)
         article = citation.article(meta, build)
+        printer, no_printer = pdf.chromium()
         notes = figures.fact_notes()
         about = {i: essay.figure_about(f, notes[i]) for i, f in figs.items()}
         for inline in (None, pages.inline_assets(cache_dir)):
@@ -110,18 +116,29 @@ def main(argv=None):
             (out / name).write_text(pages.render(
                 env, "essay.html", body=doc.html, toc_html=pages.toc_html(doc.toc),
                 references=[bib[k] for k in doc.citations], cited=doc.cited, specs=[by_id[i] for i in doc.figure_order],
-                reading_minutes=max(1, round(doc.words / 230)), citation=article,
+                reading_minutes=max(1, round(doc.words / 230)),
+                citation={**article, "meta": article["meta"] + citation.references(
+                    [bib[k] for k in doc.citations]) + citation.pdf_tag(meta, printer and not inline
+                                                                         and pdf.NAME)},
+                pdf=printer and not inline and pdf.NAME,
                 canonical=article["url"] if meta["site_url"] else None,
                 og_image=og_image(meta, root, f"figures/{doc.figure_order[0]}/figure.png"),
                 root=root, inline=inline, **common))
+        if printer:  # from the offline edition, which holds every static figure
+            pdf.write(out / "superposition-offline.html", out, cache_dir, printer, build["date"])
+        else:
+            log(f"{no_printer}: the essay's PDF ({pdf.NAME}) is skipped")
         for r in records:
             (out / "figures" / r["id"] / "index.html").write_text(pages.render(
-                env, "figure.html", fig=r, figure_html=block("../../", None)(r["id"], r["number"]),
+                env, "figure.html", fig=r, shown=changes.SHOWN_ROWS, figure_html=block("../../", None)(r["id"], r["number"]),
                 specs=[r], root="../../", inline=None, citation=r["citation"],
                 canonical=canonical(meta, f"figures/{r['id']}/"),
                 og_image=og_image(meta, "../../", f"figures/{r['id']}/figure.png"),
                 provenance={"code_hash": models.code_hash(), "families":
-                            figure_export.provenance_families(figs[r["id"]], trained, grid)},
+                            figure_export.provenance_families(figs[r["id"]], trained, grid),
+                            "commit": build["commit"],
+                            "module": citation.source(meta, build, repo_path(modules[r["id"]].__file__)),
+                            "grid": citation.source(meta, build, repo_path(grid.path))},
                 **common))
             page = out / r["version_path"] / "index.html"
             if not page.exists():  # a carried-forward version keeps its page as published
@@ -138,6 +155,7 @@ def main(argv=None):
             env, "404.html", specs=[], root=offline_root(meta), inline=pages.inline_style(), citation=None,
             canonical=None, og_image=og_image(meta, None, f"figures/{order[0]}/figure.png"),
             **common))
+        (out / "CITATION.cff").write_text(citation.cff(meta, build))
         (out / ".nojekyll").write_text("")
         (out / MARKER).write_text("made by superposition-explained's build.py; --out may replace "
                                   "this folder\n")
@@ -297,7 +315,13 @@ def build_info(args):
         datetime.date.fromisoformat(date)
     except ValueError:
         raise BuildError("--date", f"{date!r} is not a date", "use YYYY-MM-DD") from None
-    return {"version": version, "date": date, "year": date[:4]}
+    return {"version": version, "date": date, "year": date[:4], "commit": git("rev-parse", "HEAD")}
+
+
+def repo_path(path):
+    """`path` relative to the repository, or None outside it (a --grid elsewhere)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if ROOT in path.parents else None
 
 
 def resolve_device(device):

@@ -833,3 +833,173 @@ def test_sigint_during_training_of_a_background_job(quick_grid, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err
     assert not out.exists() and not list(tmp_path.glob(".site.*"))
+
+
+# --- indexer metadata, DOI, CITATION.cff, code links (issue 25) -------------------------------
+
+def cffconvert_ok(path):
+    proc = subprocess.run([str(Path(sys.executable).parent / "cffconvert"), "--validate", "-i",
+                           str(path)], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_essay_page_tags_each_cited_reference_and_prints_no_empty_url(site):
+    page = (site / "index.html").read_text()
+    listed = re.findall(r'<li id="ref-([^"]+)"', page)
+    tags = re.findall(r'<meta name="citation_reference" content="citation_title=([^;"]+)', page)
+    assert listed and len(tags) == len(listed)
+    for p in [site / "index.html", *site.glob("figures/*/index.html"),
+              *site.glob("figures/*/v/*/index.html")]:
+        assert "url = {}" not in p.read_text(), p
+    assert "without its published address" in page
+
+
+def test_site_citation_cff_is_this_builds_version_and_the_repos_matches_meta(site):
+    from render import citation
+    cff = (site / "CITATION.cff").read_text()
+    version = re.search(r"· version (\S+) · built (\S+) ", (site / "index.html").read_text())
+    assert f'version: "{version[1]}"' in cff and f'date-released: "{version[2]}"' in cff
+    assert cffconvert_ok(site / "CITATION.cff")
+    # The repository's copy is the build's CITATION.cff for a release on meta.toml's date: edit
+    # meta.toml and this says to regenerate it (citation.cff / citation.zenodo).
+    meta = build.read_meta(ROOT / "content" / "meta.toml")
+    release = {"version": meta["date"], "date": meta["date"], "year": meta["date"][:4]}
+    assert (ROOT / "CITATION.cff").read_text() == citation.cff(meta, release)
+    assert cffconvert_ok(ROOT / "CITATION.cff")
+    assert (ROOT / ".zenodo.json").read_text() == citation.zenodo(meta)
+    assert json.loads((ROOT / ".zenodo.json").read_text())["creators"] == [{"name": meta["author"]}]
+
+
+def test_without_repository_url_provenance_names_module_and_commit(site):
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    page = (site / "figures" / "phase-diagram" / "index.html").read_text()
+    (code,) = re.findall(r"<dt>Code</dt><dd>(.*?)</dd>", page)
+    assert "<code>precompute/figures/phase_diagram.py</code>" in code and commit in code
+    assert "<a " not in code
+
+
+def test_repository_url_and_doi_reach_links_tags_bibtex_and_cff(site, tmp_path):
+    content = copy_content(tmp_path)
+    meta = (content / "meta.toml").read_text()
+    meta = meta.replace('repository_url = ""', 'repository_url = "https://github.com/o/r"')
+    (content / "meta.toml").write_text(meta.replace('doi = ""', 'doi = "10.5281/zenodo.7"'))
+    out = tmp_path / "site"
+    run_build("--content", content, "--out", out, "--site-url", SITE_URL, "--version", "D")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    for fid in FIGURE_IDS:
+        page = (out / "figures" / fid / "index.html").read_text()
+        module = f"precompute/figures/{fid.replace('-', '_')}.py"
+        assert f'href="https://github.com/o/r/blob/{commit}/{module}"' in page, fid
+        assert f'href="https://github.com/o/r/blob/{commit}/precompute/grid.toml"' in page
+        assert '<meta name="citation_doi" content="10.5281/zenodo.7">' in page
+    essay = (out / "index.html").read_text()
+    assert '<meta name="citation_doi" content="10.5281/zenodo.7">' in essay
+    assert "doi = {10.5281/zenodo.7}" in essay and "https://doi.org/10.5281/zenodo.7" in essay
+    cff = (out / "CITATION.cff").read_text()
+    assert 'doi: "10.5281/zenodo.7"' in cff and f'url: "{SITE_URL}"' in cff
+    assert cffconvert_ok(out / "CITATION.cff")
+
+
+def test_essay_pdf_is_printed_linked_and_tagged(site):
+    """Printed from the offline edition, whose print shows every static figure (test_browser's
+    offline test); two clean builds give the same PDF bytes (test_two_clean_builds_...)."""
+    data = (site / "superposition.pdf").read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    pages = max(int(n) for n in re.findall(rb"/Count (\d+)", data))
+    assert pages >= 10 and len(data) > 300_000, (pages, len(data))
+    # The clock is replaced by the build's date (Chromium stamps the time of printing).
+    date = re.search(r"· built (\S+) ", (site / "index.html").read_text())[1].replace("-", "")
+    stamps = re.findall(rb"/(?:CreationDate|ModDate) \(D:(\d+)", data)
+    assert len(stamps) == 2 and set(stamps) == {f"{date}000000".encode()}
+    page = (site / "index.html").read_text()
+    assert '<a href="superposition.pdf" type="application/pdf">PDF</a>' in page
+    assert '<meta name="citation_pdf_url" content="superposition.pdf">' in page
+    assert "superposition.pdf" not in (site / "superposition-offline.html").read_text()
+
+
+def test_without_chromium_the_pdf_is_skipped_in_one_line(site, tmp_path):
+    out = tmp_path / "site"
+    proc = subprocess.run([sys.executable, str(ROOT / "build.py"), "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "CHROMIUM": str(tmp_path / "no-chromium")})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = [l for l in proc.stderr.splitlines() if "PDF" in l]
+    assert "no Chromium at" in line and "skipped" in line
+    assert not (out / "superposition.pdf").exists()
+    assert "superposition.pdf" not in (out / "index.html").read_text()
+
+
+# --- figure versions compared, and their Atom feed (issue 25) ---------------------------------
+
+@pytest.fixture(scope="module")
+def versioned_site(site, tmp_path_factory):
+    """The real site rebuilt over a previous site in which the dimensionality figure had an
+    older version: a different parameter, one row fewer and one value changed."""
+    base = tmp_path_factory.mktemp("versioned")
+    prev = base / "previous"
+    shutil.copytree(site, prev)
+    path = prev / "figures" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    fig = next(f for f in manifest["figures"] if f["id"] == "dimensionality")
+    (current,) = fig["versions"]
+    old_sha = "0" * 64
+    old = {**current, "sha256": old_sha, "path": f"figures/dimensionality/v/{old_sha[:12]}/",
+           "date": "2001-02-03", "version": "A",
+           "params": {**fig["params"], "steps": "old value"}}
+    shutil.move(prev / current["path"], prev / old["path"])
+    data = json.loads((prev / old["path"] / "data.json").read_text())
+    table = sorted(data)[0]
+    data[table] = data[table][1:]
+    first = data[table][0]
+    key = next(k for k, v in first.items() if isinstance(v, (int, float)))
+    first[key] = first[key] + 1000
+    (prev / old["path"] / "data.json").write_text(json.dumps(data))
+    fig["versions"] = [old]
+    path.write_text(json.dumps(manifest))
+    run_build("--previous", prev, "--out", base / "site", "--site-url", SITE_URL)
+    return base / "site", table
+
+
+def test_a_changed_figure_shows_its_parameters_and_the_rows_that_differ(versioned_site):
+    site, table = versioned_site
+    manifest = json.loads((site / "figures" / "manifest.json").read_text())["figures"]
+    fig = next(f for f in manifest if f["id"] == "dimensionality")
+    old, new = fig["versions"]
+    assert new["params"] == fig["params"] and old["params"]["steps"] == "old value"
+    page = (site / "figures" / "dimensionality" / "index.html").read_text()
+    assert "What changed between versions" in page
+    assert f"From <code>{old['sha256'][:12]}</code> (2001-02-03) to " \
+           f"<code>{new['sha256'][:12]}</code> ({new['date']})" in page
+    assert "<dt>steps</dt><dd>old value → " in page
+    # one row dropped and one changed: two rows added back, one removed
+    assert f"Table <code>{table}</code>: 2 rows added, 1 removed" in page
+    assert page.count("<li>added: ") == 2 and page.count("<li>removed: ") == 1
+    other = next(f for f in manifest if len(f["versions"]) == 1)
+    assert "What changed" not in (site / "figures" / other["id"] / "index.html").read_text()
+
+
+def test_the_atom_feed_lists_every_figure_version(versioned_site):
+    import xml.etree.ElementTree as ET
+    site, _ = versioned_site
+    atom = "{http://www.w3.org/2005/Atom}"
+    root = ET.parse(site / "figures" / "feed.xml").getroot()
+    assert root.tag == atom + "feed"
+    for el in (root, *root.iter(atom + "entry")):
+        for child in ("id", "title", "updated"):
+            assert el.find(atom + child) is not None and el.find(atom + child).text, child
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT00:00:00Z", el.find(atom + "updated").text)
+    assert root.find(f"{atom}author/{atom}name").text
+    assert root.find(f"{atom}link[@rel='self']").get("href") == SITE_URL + "/figures/feed.xml"
+    manifest = json.loads((site / "figures" / "manifest.json").read_text())["figures"]
+    want = {SITE_URL + "/" + v["path"] + "index.html" for f in manifest for v in f["versions"]}
+    entries = list(root.iter(atom + "entry"))
+    assert {e.find(atom + "link").get("href") for e in entries} == want
+    assert len({e.find(atom + "id").text for e in entries}) == len(entries) == len(want)
+    dates = [e.find(atom + "updated").text for e in entries]
+    assert dates == sorted(dates, reverse=True) and dates[-1].startswith("2001-02-03")
+    assert any("parameters changed: steps" in e.find(atom + "summary").text for e in entries)
+    for page in [site / "index.html", *site.glob("figures/**/index.html")]:
+        assert re.search(r'<link rel="alternate" type="application/atom\+xml" href="[^"]*'
+                         r'figures/feed.xml"', page.read_text()), page

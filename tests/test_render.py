@@ -306,3 +306,91 @@ def test_markup_and_scripts_through_math_addresses_and_facts_are_refused(text, m
     with pytest.raises(BuildError) as e:
         render(text, facts={**{i: {} for i in IDS}, "concentration": {"m5": "1"}})
     assert str(e.value).startswith("content/essay.md:1: ") and message in str(e.value)
+
+
+# --- citing: DOI, BibTeX without an address, references, code links ---------------------------
+
+META = {"title": "T", "subtitle": "S", "author": "A", "description": "D", "site_url": "",
+        "repository_url": "", "doi": ""}
+BUILD = {"version": "v1", "date": "2030-01-02", "year": "2030", "commit": "c" * 40}
+
+
+def cff_valid(text, tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / "CITATION.cff"
+    path.write_text(text)
+    proc = subprocess.run([str(Path(sys.executable).parent / "cffconvert"), "--validate", "-i",
+                           str(path)], capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_a_doi_goes_into_every_citation_bibtex_tag_and_cff(tmp_path):
+    from render import citation
+    meta = {**META, "doi": "10.5281/zenodo.42", "site_url": "https://example.org/s"}
+    for cite in (citation.article(meta, BUILD),
+                 citation.figure(meta, BUILD, "f", "F", "a" * 64, "figures/f/v/aaaa/")):
+        assert cite["text"].endswith(" https://doi.org/10.5281/zenodo.42")
+        assert "  doi = {10.5281/zenodo.42}," in cite["bibtex"]
+        assert ("citation_doi", "10.5281/zenodo.42") in cite["meta"]
+    cff = citation.cff(meta, BUILD)
+    assert 'doi: "10.5281/zenodo.42"' in cff and cff_valid(cff, tmp_path)
+    without = citation.article(META, BUILD)
+    assert "doi" not in without["bibtex"] + without["text"] and \
+        not any(n == "citation_doi" for n, _ in without["meta"])
+
+
+def test_bibtex_without_a_site_address_has_no_url_field():
+    from render import citation
+    for cite in (citation.article(META, BUILD),
+                 citation.figure(META, BUILD, "f", "F", "a" * 64, "figures/f/v/aaaa/")):
+        assert "url = " not in cite["bibtex"].replace("urldate = ", "")
+        assert cite["bibtex"].endswith("}\n}") or cite["bibtex"].endswith("}}")
+    with_url = citation.article({**META, "site_url": "https://example.org/s"}, BUILD)
+    assert "  url = {https://example.org/s/}," in with_url["bibtex"]
+
+
+def test_citation_cff_carries_version_url_and_date_and_validates(tmp_path):
+    from render import citation
+    cff = citation.cff({**META, "site_url": "https://example.org/s"}, BUILD)
+    assert 'version: "v1"' in cff and 'date-released: "2030-01-02"' in cff and \
+        'url: "https://example.org/s"' in cff and cff_valid(cff, tmp_path)
+
+
+def test_each_cited_entry_gets_a_citation_reference_tag():
+    from render import citation
+    tags = citation.references([BIB["elhage2022toy"], BIB["wang2023ioi"]])
+    assert [n for n, _ in tags] == ["citation_reference"] * 2
+    toy, ioi = (dict(p.split("=", 1) for p in c.split("; ")) for _, c in tags)
+    assert toy["citation_title"] == "Toy Models of Superposition"
+    assert toy["citation_journal_title"] == "Transformer Circuits Thread"
+    assert ioi["citation_conference_title"].startswith("International Conference")
+    assert ioi["citation_public_url"] == "https://arxiv.org/abs/2211.00593"
+    assert tags[1][1].count("citation_author=") == 5 and "others" not in tags[0][1]
+
+
+def test_code_links_point_at_the_commit_on_the_repository_host():
+    from render import citation
+    meta = {**META, "repository_url": "https://github.com/o/r/"}
+    assert citation.source(meta, BUILD, "precompute/figures/x.py")["url"] == \
+        f"https://github.com/o/r/blob/{'c' * 40}/precompute/figures/x.py"
+    assert citation.source(META, BUILD, "precompute/figures/x.py") == \
+        {"path": "precompute/figures/x.py", "url": None}
+    assert citation.source(meta, {**BUILD, "commit": ""}, "p.py")["url"] is None
+
+
+def test_version_diff_names_changed_parameters_and_rows(tmp_path):
+    import json
+    from render import changes
+    for sha, rows in (("a", [{"x": 1}, {"x": 2}]), ("b", [{"x": 2}, {"x": 3}, {"x": 4}])):
+        (tmp_path / sha).mkdir()
+        (tmp_path / sha / "data.json").write_text(json.dumps({"t": rows, "same": [{"y": 0}]}))
+    old = {"sha256": "a" * 64, "path": "a/", "date": "2030-01-01", "params": {"n": 5, "k": 1}}
+    new = {"sha256": "b" * 64, "path": "b/", "date": "2030-02-01", "params": {"n": 6, "k": 1}}
+    change = changes.diff(tmp_path, old, new)
+    assert change["params"] == [{"name": "n", "old": 5, "new": 6}]
+    (table,) = change["tables"]
+    assert (table["name"], table["added"], table["removed"]) == ("t", 2, 1)
+    assert table["rows"] == [("removed", {"x": 1}), ("added", {"x": 3}), ("added", {"x": 4})]
+    unrecorded = {k: v for k, v in old.items() if k != "params"}
+    assert changes.diff(tmp_path, unrecorded, new)["params"] is None
