@@ -34,7 +34,7 @@ from render import (bibliography, changes, citation, essay, figure_export, pages
 CONTENT = ROOT / "content"
 MARKER = ".superposition-site"  # written into every build's output: proof the build made it
 META_KEYS = ("title", "subtitle", "kicker", "author", "description", "date")
-OPTIONAL_META_KEYS = ("site_url", "repository_url")
+OPTIONAL_META_KEYS = ("site_url", "repository_url", "doi")
 
 
 def main(argv=None):
