@@ -25,6 +25,7 @@ ID = re.compile(r"[a-z0-9][a-z0-9-]*\Z")  # as figure modules name their figures
 SHA256, HASH12, DATE = (re.compile(p) for p in (r"[0-9a-f]{64}\Z", r"[0-9a-f]{12}\Z",
                                                  r"\d{4}-\d{2}-\d{2}\Z"))
 VERSION_KEYS = {"sha256", "path", "date", "version"}
+OPTIONAL_VERSION_KEYS = {"params"}  # recorded since versions were compared; older ones lack it
 RESTORE = ("restore it from the published site (e.g. the site-archive branch); to start afresh "
            "without its published versions, delete that site yourself")
 
@@ -124,9 +125,10 @@ def _history(path, blob):
         if not isinstance(versions, list) or not versions:
             raise bad(f"figure '{fid}' has no list of versions", fid)
         for v in versions:
-            if not isinstance(v, dict) or set(v) != VERSION_KEYS:
-                raise bad(f"a version of figure '{fid}' does not have exactly the keys "
-                          f"{', '.join(sorted(VERSION_KEYS))} ({v!r:.80})", fid)
+            keys = set(v) if isinstance(v, dict) else set()
+            if not VERSION_KEYS <= keys <= VERSION_KEYS | OPTIONAL_VERSION_KEYS:
+                raise bad(f"a version of figure '{fid}' does not have the keys "
+                          f"{', '.join(sorted(VERSION_KEYS))} (params optional) ({v!r:.80})", fid)
             sha, date = v["sha256"], v["date"]
             if not isinstance(sha, str) or not SHA256.match(sha):
                 raise bad(f"a version of figure '{fid}' has sha256 {sha!r}, not 64 hex digits", sha)
@@ -136,6 +138,8 @@ def _history(path, blob):
             if not isinstance(date, str) or not DATE.match(date) or not _is_date(date):
                 raise bad(f"version {sha[:12]} of figure '{fid}' has date {date!r}, not "
                           "YYYY-MM-DD", date if isinstance(date, str) else sha)
+            if not isinstance(v.get("params", {}), dict):
+                raise bad(f"version {sha[:12]} of figure '{fid}' has params that are not a table", sha)
             if not isinstance(v["version"], str):
                 raise bad(f"version {sha[:12]} of figure '{fid}' has a site version that is not a "
                           "string", sha)

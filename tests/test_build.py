@@ -200,7 +200,7 @@ def test_check_catches_meta_errors_without_training(tmp_path):
     sub(content / "meta.toml", r"(?m)^repository_url = .*", "repository_url = 5")
     proc = run_build("--check", "--content", content, check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"error: {content}/meta.toml:15: 'repository_url' must be a quoted string, got 5; "
+        f"error: {content}/meta.toml:16: 'repository_url' must be a quoted string, got 5; "
         'write repository_url = "..."'], proc.stderr
 
 
@@ -310,15 +310,15 @@ BAD_INPUTS = {
                              r"content/meta.toml:12: 'site_url' must be a quoted string"),
     "meta allow_raw_html string": (lambda c, g: (c / "meta.toml").write_text(
         (c / "meta.toml").read_text() + 'allow_raw_html = "yes"\n'), [],
-        r"content/meta.toml:19: 'allow_raw_html' must be true or false, got 'yes'; write "
+        r"content/meta.toml:24: 'allow_raw_html' must be true or false, got 'yes'; write "
         r"allow_raw_html = true"),
     "meta repository_url number": (lambda c, g: sub(c / "meta.toml", r"(?m)^repository_url = .*",
                                                     "repository_url = 5"), [],
-                                   r"content/meta.toml:15: 'repository_url' must be a quoted "
+                                   r"content/meta.toml:16: 'repository_url' must be a quoted "
                                    r'string, got 5; write repository_url = "..."'),
     "meta repository_url javascript": (lambda c, g: sub(
         c / "meta.toml", r"(?m)^repository_url = .*", 'repository_url = "javascript:alert(1)"'),
-        [], r"content/meta.toml:15: 'repository_url' address 'javascript:alert\(1\)' uses the "
+        [], r"content/meta.toml:16: 'repository_url' address 'javascript:alert\(1\)' uses the "
         r"javascript: scheme; give the repository's http\(s\) address"),
     "meta date not a date": (lambda c, g: sub(c / "meta.toml", r"(?m)^date = .*",
                                               'date = "2024-13-01"'), [],
@@ -326,7 +326,7 @@ BAD_INPUTS = {
                              r'date = "YYYY-MM-DD"'),
     "meta unknown key": (lambda c, g: (c / "meta.toml").write_text(
         (c / "meta.toml").read_text() + 'repository = "https://example.org"\n'), [],
-        r"content/meta.toml:19: unknown key 'repository'; use one of: title, .*repository_url"),
+        r"content/meta.toml:24: unknown key 'repository'; use one of: title, .*repository_url"),
     "BibTeX missing field": (lambda c, g: (c / "references.bib").write_text(
         "@misc{k, title={t}, year={1}, url={u}}\n"), [],
         r"content/references.bib:1: entry 'k' is missing 'author'"),
@@ -386,8 +386,12 @@ BAD_INPUTS = {
                                    r" or repeated id \(None\)"),
     "previous version without date": (previous(
         lambda s, m: m["figures"][0]["versions"][0].pop("date")), PREVIOUS,
-        r"prev/figures/manifest.json:\d+: a version of figure 'fig' does not have exactly the keys"
-        r" date, path, sha256, version"),
+        r"prev/figures/manifest.json:\d+: a version of figure 'fig' does not have the keys"
+        r" date, path, sha256, version \(params optional\)"),
+    "previous version params not a table": (previous(
+        lambda s, m: m["figures"][0]["versions"][0].update(params=[1])), PREVIOUS,
+        r"prev/figures/manifest.json:\d+: version abababababab of figure 'fig' has params that are"
+        r" not a table; restore it from the published site"),
     "previous manifest truncated": (previous(lambda s, m: None,
                                              lambda m: json.dumps(m, indent=1)[:60]), PREVIOUS,
                                     r"prev/figures/manifest.json:\d+: not valid JSON .*; restore "

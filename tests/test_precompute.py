@@ -91,8 +91,13 @@ def test_paper_grid_extends_the_default(grid):
     comp = paper.families["computation"]
     assert (comp.instances[0].n, comp.m, comp.model) == (100, 40, "absolute-value")
     assert comp.instances[0].importance[:2] == (1.0, 0.8)
+    # privileged: the same models, more of the paper's 1,000 fits per point
+    priv, default = paper.families["privileged"], grid.families["privileged"]
+    assert priv.seeds > default.seeds
+    assert {**priv.spec, "seeds": default.seeds} == default.spec
+    assert priv.instances[:len(default.instances)] == default.instances
     for name, fam in grid.families.items():
-        if name not in ("dimensionality", "dynamics", "computation"):
+        if name not in ("dimensionality", "dynamics", "computation", "privileged"):
             assert paper.families[name] == fam
     assert paper.train == grid.train and paper.sae == grid.sae
 
