@@ -57,7 +57,7 @@ def main(argv=None):
                            meta["allow_raw_html"])
     previous = versions.previous_site(args.previous or os.environ.get("PREVIOUS_SITE"),
                                       out_dir if (out_dir / MARKER).is_file() else None)
-    build = build_info(args)
+    build = build_info(args, meta)
     if args.check:
         print(f"ok: {grid.path.name} ({sum(len(f.instances) for f in grid.families.values())} "
               f"models in {len(grid.families)} families), {essay_path.name}, "
@@ -301,8 +301,9 @@ def key_line(path, key):
     return next((no for no, line in enumerate(lines, 1) if re.match(rf"{key}\s*=", line)), None)
 
 
-def build_info(args):
-    """Version and date from the git commit (or flags), never the clock: same inputs, same bytes."""
+def build_info(args, meta):
+    """Version and date from the git commit (or flags; the date from meta.toml where git cannot
+    tell, as in a source tarball), never the clock: same inputs, same bytes."""
     def git(*cmd):
         try:
             return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True,
@@ -310,7 +311,7 @@ def build_info(args):
         except (OSError, subprocess.CalledProcessError):
             return ""
     version = args.version or git("rev-parse", "--short=12", "HEAD") or "unversioned"
-    date = args.date or git("log", "-1", "--format=%cs") or "1970-01-01"
+    date = args.date or git("log", "-1", "--format=%cs") or meta["date"]
     try:
         datetime.date.fromisoformat(date)
     except ValueError:

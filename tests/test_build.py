@@ -193,6 +193,17 @@ def test_check_catches_content_errors_without_training(tmp_path, line, expect):
     assert proc.returncode == 2 and len(lines) == 1 and re.search(expect, lines[0]), proc.stderr
 
 
+def test_without_git_the_date_comes_from_meta(monkeypatch):
+    """A source tarball has no git history: the date is meta.toml's, as its comment promises,
+    not a made-up 1970-01-01."""
+    def no_git(*a, **k):
+        raise OSError("git: not found")
+    monkeypatch.setattr(build.subprocess, "run", no_git)
+    args = build.parse_args([])
+    info = build.build_info(args, {"date": "2025-03-04"})
+    assert (info["date"], info["year"], info["version"]) == ("2025-03-04", "2025", "unversioned")
+
+
 def test_check_catches_meta_errors_without_training(tmp_path):
     """meta.toml is checked whole by --check too: a mistyped key is refused by its line, not
     after training as a template's error."""
