@@ -139,7 +139,8 @@ def _history(path, blob):
                 raise bad(f"version {sha[:12]} of figure '{fid}' has date {date!r}, not "
                           "YYYY-MM-DD", date if isinstance(date, str) else sha)
             if not isinstance(v.get("params", {}), dict):
-                raise bad(f"version {sha[:12]} of figure '{fid}' has params that are not a table", sha)
+                raise bad(f"version {sha[:12]} of figure '{fid}' has params that are not a "
+                          "table", sha)
             if not isinstance(v["version"], str):
                 raise bad(f"version {sha[:12]} of figure '{fid}' has a site version that is not a "
                           "string", sha)
