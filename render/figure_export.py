@@ -43,6 +43,76 @@ def canonical_spec(fig):
     return json.loads(text)
 
 
+# A filter clause testing a field against a control, as Altair writes it: datum.COL === PARAM.
+CLAUSE = re.compile(r"datum(?:\.(\w+)|\['([^']+)'\]) === (\w+)")
+
+
+def _views(node, data=None, clauses=frozenset()):
+    """(dataset name, filter clauses) of every view that draws marks. A view with data of its
+    own starts afresh; otherwise it inherits its parent's data and filters."""
+    if isinstance(node.get("data"), dict) and "name" in node["data"]:
+        data, clauses = node["data"]["name"], frozenset()
+    for t in node.get("transform", []):
+        f = t.get("filter")
+        # only plain conjunctions: under || or a negation a clause does not pick the rows
+        if isinstance(f, str) and "||" not in f and not re.search(r"!(?!=)", f):
+            clauses |= {(a or b, p) for a, b, p in CLAUSE.findall(f)}
+    if "mark" in node:
+        yield data, clauses
+    for key in ("layer", "hconcat", "vconcat", "concat"):
+        for child in node.get(key, []):
+            yield from _views(child, data, clauses)
+
+
+def _same_rows(table, dataset):
+    """Whether the chart's dataset holds the table's rows in order (floats as published: 10 digits)."""
+    close = lambda a, b: a == b or (isinstance(a, float) and isinstance(b, float) and
+                                    abs(a - b) <= 1e-9 * max(1.0, abs(b)))
+    return len(table) == len(dataset) and all(
+        close(t[k], d.get(k)) for t, d in zip(table, dataset) for k in t)
+
+
+def view_tables(spec, tables):
+    """The figure's data table for the page (site.js): its bound controls with their defaults, and
+    each published table with the controls that pick its rows in the current view. A table's data
+    in the chart are the spec's datasets that share most of its columns and have as many rows or
+    a multiple (a table melted for the chart); the table follows a control when every view that
+    draws those data filters them with datum.COL === control. COL is the table's own column, or
+    one the chart's copy of the same rows adds (then the row keys are given)."""
+    bound = {p["name"]: p for p in spec.get("params", []) if "bind" in p}
+    labels = spec.get("usermeta", {}).get("sliderLabels", {})
+    drawn = {}
+    for name, clauses in _views(spec):
+        drawn.setdefault(name, []).append({c for c in clauses if c[1] in bound})
+    datasets = {k: v for k, v in spec.get("datasets", {}).items() if k in drawn and v}
+    cols = {t: set(rows[0]) if rows else set() for t, rows in tables.items()}
+    owner = {}
+    for name, rows in datasets.items():
+        fits = [t for t in tables if tables[t] and len(rows) % len(tables[t]) == 0
+                and cols[t] & set(rows[0])]
+        if fits:
+            owner[name] = max(fits, key=lambda t: (len(cols[t] & set(rows[0])),
+                                                   -abs(len(rows) - len(tables[t]))))
+    out = []
+    for t, rows in tables.items():
+        mine = [d for d in datasets if owner.get(d) == t]
+        common = set.intersection(*[c for d in mine for c in drawn[d]]) if mine else set()
+        filters = []
+        for col, param in sorted(common, key=lambda c: list(bound).index(c[1])):
+            if col in cols[t]:
+                filters.append({"param": param, "column": col})
+                continue
+            same = [d for d in mine if _same_rows(rows, datasets[d])]
+            if same:
+                filters.append({"param": param, "keys": [r[col] for r in datasets[same[0]]]})
+        columns = list(rows[0]) if rows else []
+        out.append({"name": t, "columns": columns, "filters": filters,
+                    "rows": [[r[c] for c in columns] for r in rows]})
+    return {"params": {n: {"value": p.get("value"), "bind": p["bind"],
+                           **({"labels": labels[n]} if n in labels else {})}
+                       for n, p in bound.items()}, "tables": out}
+
+
 def spec_json(spec):
     return dumps(spec, "spec.vl.json")
 
@@ -119,6 +189,10 @@ def export(fig, number, out_dir, meta, build, cache_dir):
     # the screen, which works from file:// too, where fetching a JSON file does not.
     (folder / "spec.js").write_text(f"(window.figureSpecs = window.figureSpecs || {{}})"
                                     f"[{json.dumps(fig.id)}] = {script_safe(text)};\n")
+    # What the data table under the chart shows, loaded like the spec when a reader opens it.
+    view = script_safe(dumps(view_tables(spec, tables), folder / "table.js"))
+    (folder / "table.js").write_text(f"(window.figureTables = window.figureTables || {{}})"
+                                     f"[{json.dumps(fig.id)}] = {view};\n")
     svg, png = static_images(fig.id, spec, sha, cache_dir)
     (folder / "figure.svg").write_text(svg)
     (folder / "figure.png").write_bytes(png)
@@ -131,7 +205,7 @@ def export(fig, number, out_dir, meta, build, cache_dir):
         "id": fig.id, "number": number, "title": fig.title, "description": fig.description,
         "caption_html": markdown.markdown(fig.caption)[3:-4],  # one paragraph, without <p>
         "spec": f"figures/{fig.id}/spec.vl.json", "version_path": vpath,
-        "data": data, "sha256": sha, "json": script_safe(text),
+        "data": data, "sha256": sha, "json": script_safe(text), "table_json": view,
         "svg": svg, "svg_size": svg_size(svg),
         "params": {"families": fig.families, **fig.params},
         "versions": [{"sha256": sha, "path": vpath, "date": build["date"],

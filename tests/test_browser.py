@@ -2,6 +2,7 @@
 `playwright install`): opened from file:// with no network, served over http, on a phone, in
 dark mode and in print. Marks are counted, since Vega reports a data failure only as a warning."""
 import functools
+import json
 import http.server
 import shutil
 import threading
@@ -530,4 +531,99 @@ def test_charts_draw_only_near_the_screen_and_print_undrawn(browser, site):
     page.evaluate("document.querySelectorAll('.figure img.static').forEach(i => i.remove())")
     bare = page.pdf()  # the figures are in the PDF: without them it is much smaller
     assert len(pdf) - len(bare) > 12 * 10_000, (len(pdf), len(bare))
+    page.close()
+
+
+def view_table_data(site, fid):
+    """figures/<id>/table.js, the data table's source: a script that registers one JSON value."""
+    text = (site / "figures" / fid / "table.js").read_text()
+    return json.loads(text.split("] = ", 1)[1].rstrip(";\n"))
+
+
+def a_sliders_view(site):
+    """The first figure whose data table follows a slider by a column, the slider, and a value
+    other than its default: where the test says the view is."""
+    manifest = json.loads((site / "figures" / "manifest.json").read_text())
+    for fig in sorted(manifest["figures"], key=lambda f: f["number"]):
+        data = view_table_data(site, fig["id"])
+        for t in data["tables"]:
+            for f in t["filters"]:
+                param = data["params"][f["param"]]
+                if param["bind"]["input"] == "range" and "column" in f:
+                    bind = param["bind"]
+                    value = bind["min"] if param["value"] != bind["min"] else bind["max"]
+                    return fig, data, t, f["param"], value
+    pytest.fail("no figure's table follows a slider")
+
+
+def expected_rows(table, data, values):
+    index = {c: i for i, c in enumerate(table["columns"])}
+    return [row for i, row in enumerate(table["rows"]) if all(
+        (f["keys"][i] if "keys" in f else row[index[f["column"]]]) == values[f["param"]]
+        for f in table["filters"])]
+
+
+@pytest.mark.parametrize("where", ["index.html", "figure page", "superposition-offline.html"])
+def test_a_view_is_restored_from_the_address_followed_by_its_table_and_cited(browser, site, where):
+    """Opened at #fig-<id>?<param>=<value> from file://: the chart draws in that state although
+    it draws lazily, the slider shows it, and the data table (built when opened) holds that
+    view's rows; moving the slider rewrites the address in place and the table follows; "Cite
+    this view" gives the figure version's address with the state."""
+    fig, data, table, param, value = a_sliders_view(site)
+    fid = fig["id"]
+    path = f"figures/{fid}/index.html" if where == "figure page" else where
+    values = {n: p["value"] for n, p in data["params"].items()}
+    values[param] = value
+    page = Page(browser, (site / path).as_uri() + f"#fig-{fid}?{param}={value}", draw=False)
+    p = page.page
+    chart = p.locator(f'.chart[data-figure="{fid}"]')
+    p.wait_for_function("e => e.dataset.rendered === 'true'", arg=chart.element_handle(), timeout=30000)
+    assert chart.locator(f".vega-bind input[name={param}]").input_value() == str(value)
+    assert chart.evaluate(f"e => e._view.signal({param!r})") == value
+    box = p.locator(f'.figure-tools[data-tools="{fid}"]')
+    # Nothing of any table is in the page until its reader opens it.
+    assert p.locator(".figure-tools table").count() == 0
+    history = p.evaluate("history.length")
+
+    column = next(f["column"] for f in table["filters"] if f["param"] == param)
+    cell = f"tbody tr td:nth-child({table['columns'].index(column) + 1})"
+
+    def shown():  # the caption, the number of rows and the slider's column of the table
+        p.wait_for_function("b => b.querySelector('table')", arg=box.element_handle(), timeout=10000)
+        t = box.locator("table").nth(data["tables"].index(table))
+        return t.locator("caption").inner_text(), t.locator("tbody tr").count(), \
+            t.locator(cell).all_inner_texts()
+
+    box.locator("summary").click()
+    rows = expected_rows(table, data, values)
+    caption, count, cells = shown()
+    assert 0 < len(rows) < len(table["rows"]) and count == min(len(rows), 100)
+    assert f"{len(rows)} of {len(table['rows'])} rows" in caption
+    assert set(cells) == {str(value)}
+    assert p.locator(f'.figure-tools[data-tools="{fid}"] th[scope=col]').count() >= len(table["columns"])
+    # The reader moves the slider one step: the address follows, without a new history entry.
+    slider = chart.locator(f".vega-bind input[name={param}]")
+    slider.focus()
+    p.keyboard.press("ArrowRight" if value == data["params"][param]["bind"]["min"] else "ArrowLeft")
+    moved = float(slider.input_value())
+    values[param] = int(moved) if moved.is_integer() else moved
+    p.wait_for_function(f"location.hash.includes('{param}={values[param]}')", timeout=5000)
+    assert p.evaluate("location.hash") == f"#fig-{fid}?" + "&".join(f"{k}={v}" for k, v in values.items())
+    assert p.evaluate("history.length") == history
+    rows = expected_rows(table, data, values)
+    p.wait_for_function("([b, c]) => !b.querySelector('caption').textContent.includes(c)",
+                        arg=[box.element_handle(), caption], timeout=5000)
+    caption, count, cells = shown()
+    assert count == min(len(rows), 100) and set(cells) == {str(values[param])}
+    box.locator("button").click()
+    cite = box.locator("input[type=text]")
+    cite.wait_for(state="visible", timeout=5000)
+    assert cite.input_value() == fig["permalink"] + p.evaluate("location.hash")
+    assert page.console == []
+    assert [u for u in page.requests if not u.startswith(("file:", "data:"))] == []
+    # axe on the open table and the citation (last: axe reads the stylesheets, which from
+    # file:// the console reports)
+    from axe_playwright_python.sync_playwright import Axe
+    results = Axe().run(p, context=f'.figure-tools[data-tools="{fid}"]')
+    assert results.violations_count == 0, results.generate_report()[:3000]
     page.close()

@@ -394,3 +394,36 @@ def test_version_diff_names_changed_parameters_and_rows(tmp_path):
     assert table["rows"] == [("removed", {"x": 1}), ("added", {"x": 3}), ("added", {"x": 4})]
     unrecorded = {k: v for k, v in old.items() if k != "params"}
     assert changes.diff(tmp_path, unrecorded, new)["params"] is None
+
+
+def test_a_data_table_follows_the_controls_its_chart_filters_by():
+    """A table follows a control only where every view drawing its data filters them by it; a
+    control on a column only the chart's copy of the rows has picks rows by that copy's keys."""
+    rows = [{"k": i % 3, "v": i * 0.5} for i in range(6)]
+    chart_rows = [{**r, "label": str(r["k"])} for r in rows]
+    melted = [{"k": r["k"], "what": w, "value": r["v"]} for r in rows for w in ("a", "b")]
+    other = [{"k": 0, "w": 1.0}, {"k": 1, "w": 2.0}]
+    slider = {"name": "pick", "value": 1, "bind": {"input": "range", "min": 0, "max": 2, "step": 1}}
+    select = {"name": "lab", "value": "1", "bind": {"input": "select", "options": ["0", "1", "2"]}}
+    spec = {"params": [slider, select], "datasets": {"d1": chart_rows, "d2": melted, "d3": other},
+            "vconcat": [
+                {"data": {"name": "d1"}, "transform": [{"filter": "(datum.label === lab)"}],
+                 "layer": [{"mark": "point", "transform": [{"filter": "(datum.k === pick)"}]},
+                           {"mark": "text", "transform": [{"filter": "(datum.k === pick) && datum.v > 0"}]}]},
+                {"data": {"name": "d2"}, "mark": "rect", "transform": [{"filter": "!(datum.k === pick)"}]},
+                {"data": {"name": "d3"}, "mark": "line"},
+                {"data": {"name": "d3"}, "mark": "point", "transform": [{"filter": "(datum.k === pick)"}]}]}
+    view = figure_export.view_tables(spec, {"t": rows, "wide": [{"k": 0, "w": 1.0}, {"k": 1, "w": 2.0}]})
+    assert view["params"]["pick"]["value"] == 1 and view["params"]["lab"]["bind"]["options"] == ["0", "1", "2"]
+    t, wide = view["tables"]
+    # t's data are d1 (its rows with a label added) and d2 (t melted for the chart), and d2's
+    # view filters under a negation, which picks no rows by pick: t follows nothing.
+    assert t["filters"] == [] and t["rows"] == [[r["k"], r["v"]] for r in rows]
+    # d3 is drawn once unfiltered: `wide` follows nothing either.
+    assert wide["filters"] == []
+    # Without d2, t follows pick on its own column and lab by d1's keys (a column t lacks).
+    spec["vconcat"] = spec["vconcat"][:1]
+    t, wide = figure_export.view_tables(spec, {"t": rows, "wide": other})["tables"]
+    assert t["filters"] == [{"param": "pick", "column": "k"},
+                            {"param": "lab", "keys": [r["label"] for r in chart_rows]}]
+    assert wide["filters"] == []

@@ -156,7 +156,7 @@
     var label = el.getAttribute("aria-label");
     el.setAttribute("data-rendered", "pending");
     return Promise.all([specOf(el, id), runtime()]).then(function (loaded) {
-      spec = loaded[0];
+      spec = withState(loaded[0], restored[id]);
       // Panels wider than the column (the static image's width says so) stack at once, rather
       // than after a first drawing side by side.
       if (+el.getAttribute("data-width") > el.clientWidth + 1 && hasHconcat(spec)) {
@@ -184,6 +184,7 @@
       keepReadable(el, result.view);
       el._view = result.view;
       showSliderValues(el, spec);
+      follow(id, result.view, spec);
       // Vega-Embed labels the bound inputs by their name; tie them to the figure for screen readers.
       el.querySelectorAll(".vega-bind input, .vega-bind select").forEach(function (input) {
         input.setAttribute("aria-describedby", "cap-" + id);
@@ -191,6 +192,175 @@
     }).catch(function (err) {
       el.setAttribute("data-rendered", "error");
       console.error("figure " + id + ": " + err);
+    });
+  }
+
+  // A view's state in the address: #fig-<id>?<param>=<value>&... (README.md, "Citing a view").
+  // The figure's own anchor is #fig-<id>; anchors without "?" (equations, sections, facts) are
+  // left alone. Values the spec does not allow are ignored.
+  var restored = {};
+
+  function addressState() {
+    var m = /^#fig-([\w-]+)\?(.*)$/.exec(location.hash), values = {};
+    if (!m) return null;
+    m[2].split("&").forEach(function (pair) {
+      var kv = pair.split("=");
+      try {
+        if (kv.length === 2) values[decodeURIComponent(kv[0])] = decodeURIComponent(kv[1]);
+      } catch (e) { /* a malformed escape: that pair is skipped */ }
+    });
+    return {id: m[1], values: values};
+  }
+
+  function allowed(param, text) {
+    var bind = param.bind || {};
+    if (bind.options) return bind.options.filter(function (o) { return String(o) === text; })[0];
+    if (bind.input === "range") {
+      var v = text === "" ? NaN : Number(text);
+      return v >= bind.min && v <= bind.max ? v : undefined;
+    }
+    if (bind.input === "checkbox") return text === "true" ? true : text === "false" ? false : undefined;
+    return text;
+  }
+
+  function withState(spec, values) {
+    if (!values || !spec.params) return spec;
+    return Object.assign({}, spec, {params: spec.params.map(function (p) {
+      var v = p.name in values ? allowed(p, values[p.name]) : undefined;
+      return v === undefined ? p : Object.assign({}, p, {value: v});
+    })});
+  }
+
+  function chartOf(id) {
+    return document.querySelector('.chart[data-figure="' + id + '"]');
+  }
+
+  // The controls' values: from the drawn chart, else as the address or the spec set them.
+  function valuesOf(id, params) {
+    var view = chartOf(id)._view, out = {};
+    Object.keys(params).forEach(function (name) {
+      var given = restored[id] && name in restored[id] ? allowed(params[name], restored[id][name]) : undefined;
+      out[name] = view ? view.signal(name) : given !== undefined ? given : params[name].value;
+    });
+    return out;
+  }
+
+  function query(values) {
+    return Object.keys(values).map(function (k) {
+      return encodeURIComponent(k) + "=" + encodeURIComponent(String(values[k]));
+    }).join("&");
+  }
+
+  // As the reader moves a control, the address follows (one history entry, replaced), and so do
+  // the open table and the shown citation.
+  function follow(id, view, spec) {
+    var names = (spec.params || []).filter(function (p) { return p.bind; }).map(function (p) { return p.name; });
+    names.forEach(function (name) {
+      view.addSignalListener(name, function () {
+        var values = {};
+        names.forEach(function (n) { values[n] = view.signal(n); });
+        history.replaceState(history.state, "", "#fig-" + id + "?" + query(values));
+        var box = document.querySelector('.figure-tools[data-tools="' + id + '"]');
+        if (box.querySelector("details").open) fillTable(box);
+        if (!box.querySelector("input").hidden) fillCite(box);
+      });
+    });
+  }
+
+  // The table data (figures/<id>/table.js, or inline in the offline edition), loaded when first
+  // needed, so that a closed table costs the page nothing.
+  function tableOf(box) {
+    var id = box.getAttribute("data-tools"), inline = document.getElementById("table-" + id);
+    if (inline) return Promise.resolve(JSON.parse(inline.textContent));
+    return load(box.getAttribute("data-table")).then(function () { return window.figureTables[id]; });
+  }
+
+  function formatted(v) {
+    if (typeof v !== "number") return v === null ? "" : String(v);
+    var a = Math.abs(v);
+    if (Number.isInteger(v) || a === 0) return String(v);
+    return a < 1e-3 || a >= 1e6 ? v.toExponential(2) : String(+v.toPrecision(4));
+  }
+
+  function shown(param, value) {
+    var text = param.labels && param.labels[value];
+    return (param.bind.name || "").trim() + " " + (text !== undefined ? text : String(value));
+  }
+
+  var MAX_ROWS = 100;  // per table: the page stays small; every row is in the CSV
+
+  function make(tag, text, attrs) {
+    var e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    return e;
+  }
+
+  function fillTable(box) {
+    var id = box.getAttribute("data-tools"), slot = box.querySelector(".table-slot");
+    return tableOf(box).then(function (data) {
+      var values = valuesOf(id, data.params), out = document.createDocumentFragment();
+      data.tables.forEach(function (t) {
+        var index = {};
+        t.columns.forEach(function (c, i) { index[c] = i; });
+        var rows = t.rows.filter(function (row, i) {
+          return t.filters.every(function (f) {
+            return (f.keys ? f.keys[i] : row[index[f.column]]) === values[f.param];
+          });
+        });
+        var table = make("table", undefined, {"class": "view-table"}), caption = make("caption");
+        caption.append("Table " + t.name + (t.filters.length ? ", rows for " + t.filters.map(function (f) {
+          return shown(data.params[f.param], values[f.param]);
+        }).join(", ") : "") + ": " + rows.length + (t.filters.length ? " of " + t.rows.length : "") +
+          " rows" + (rows.length > MAX_ROWS ? ", the first " + MAX_ROWS + " shown" : ""));
+        var csv = box.getAttribute("data-csv");
+        if (csv) {
+          caption.append("; every row is in ");
+          caption.appendChild(make("a", t.name + ".csv", {href: csv + t.name + ".csv"}));
+        }
+        table.appendChild(caption);
+        var head = make("tr");
+        t.columns.forEach(function (c) { head.appendChild(make("th", c, {scope: "col"})); });
+        table.appendChild(make("thead")).appendChild(head);
+        var body = table.appendChild(make("tbody"));
+        rows.slice(0, MAX_ROWS).forEach(function (row) {
+          var tr = body.appendChild(make("tr"));
+          row.forEach(function (v) {
+            tr.appendChild(make("td", formatted(v), typeof v === "number" ? {"class": "num"} : {}));
+          });
+        });
+        out.appendChild(table);
+      });
+      slot.replaceChildren(out);
+    });
+  }
+
+  // "Cite this view": the figure version's address (absolute where the site knows its own) and
+  // the controls' state, copied where the clipboard allows, and shown selected in any case.
+  function fillCite(box) {
+    var id = box.getAttribute("data-tools"), input = box.querySelector("input");
+    return tableOf(box).then(function (data) {
+      var values = valuesOf(id, data.params);
+      input.value = box.getAttribute("data-cite") + "#fig-" + id + (Object.keys(values).length ? "?" + query(values) : "");
+      input.hidden = false;
+      return input.value;
+    });
+  }
+
+  function tools(box) {
+    var details = box.querySelector("details"), status = box.querySelector(".cite-status");
+    details.addEventListener("toggle", function () { if (details.open) fillTable(box); });
+    box.querySelector("button").addEventListener("click", function () {
+      fillCite(box).then(function (text) {
+        var input = box.querySelector("input");
+        input.focus();
+        input.select();
+        var manual = function () { status.textContent = "Select the address and copy it."; };
+        if (!navigator.clipboard) return manual();
+        return navigator.clipboard.writeText(text).then(function () {
+          status.textContent = "Copied.";
+        }, manual);
+      });
     });
   }
 
@@ -234,6 +404,13 @@
   function start() {
     document.documentElement.classList.add("js");
     document.fonts.ready.then(focusWideMath);
+    var state = addressState();
+    if (state && document.getElementById("fig-" + state.id)) {
+      restored[state.id] = state.values;
+      // No element has the id "fig-<id>?...", so the browser does not scroll there itself.
+      document.getElementById("fig-" + state.id).scrollIntoView();
+    }
+    document.querySelectorAll(".figure-tools").forEach(tools);
     drawNearScreen();
   }
 
