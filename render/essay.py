@@ -48,12 +48,15 @@ EQ_REF = re.compile(r"@eq:([a-z0-9][a-z0-9-]*)")
 HEADING = re.compile(r"^(#{2,3})\s+(.*?)\s*#*\s*$")
 # "3.1 Neurons" or "3. Lab", not "1984 and after": a title may begin with a number
 HAND_NUMBER = re.compile(r"^(\d+(?:\.\d+)+|\d+(?=\.\s))\.?\s+")
-FACT = re.compile(r"\{\{\s*([^}]*?)\s*\}\}")
+# no brace inside, and spaces stripped by the caller: "{{" and spaces never closed made the
+# lazy \s*(...)\s* of before cubic (8,000 spaces took minutes)
+FACT = re.compile(r"\{\{([^{}]*)\}\}")
 DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$")
 INLINE_MATH = re.compile(r"(?<![\\$])\$([^$\n]+?)\$")
 MATH_OR_FACT = re.compile(f"{INLINE_MATH.pattern}|{FACT.pattern}")
 # a code span, opened and closed by runs of as many backticks (``a `b` c``)
-CODE_SPAN = re.compile(r"(?<![\\`])(`+)(.+?)(?<!`)\1(?!`)")
+# (a run of at most 32: trying every shorter opening of a long run took quadratic time)
+CODE_SPAN = re.compile(r"(?<![\\`])(`{1,32})(.+?)(?<!`)\1(?!`)")
 # a list item or footnote: blocks indented by four continue it, and code needs four more
 CONTAINER = re.compile(r"^( *)(?:[*+-]|\d+\.) +\S|^\[\^[^\]]+\]:")
 # a markdown link or image, or a reference definition: a fact there would be markup in markup
@@ -71,6 +74,10 @@ MATHML_ATTRIBUTES = frozenset(
     "height depth voffset linethickness displaystyle scriptlevel notation columnalign "
     "columnlines columnspacing rowalign rowlines rowspacing frame framespacing equalrows "
     "equalcolumns linebreak href".split())
+# what _bounded counts: an escaped character (skipped), brackets, parentheses, tags
+OPENERS = re.compile(r"\\.|\]\(|[][()>]|<[A-Za-z/!?]")
+MAX_OPEN = 32
+MAX_PARAGRAPH = 20_000  # the essay's longest is 2,814
 UNSAFE_ATTRIBUTE = re.compile(r"(?i)\b(on\w+|style)\s*=")
 TRUST = "or set allow_raw_html = true in content/meta.toml if you trust every line of the essay"
 
@@ -90,22 +97,23 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
     """Check every directive, citation, cross-reference and fact, and (unless allowed) that the
     essay holds no raw HTML; return the figure order and citation order. `facts` maps figure
     id -> its fact names (figures.facts() before training)."""
-    figures, cites, prose_lines = [], [], []
+    figures, cites = [], []
     lines = _lines(text)
     code, fences = _code(lines)
+    prose_lines = ["" if code[i] else CODE_SPAN.sub("", line) for i, line in enumerate(lines)]
+    _bounded(path, prose_lines)
     for no, line in enumerate(lines, 1):
         fail = lambda msg, fix: BuildError(path, msg, fix, no)
         # fenced_code copies a fence's attribute list ({ .py onclick=... }) into the page
         handler = UNSAFE_ATTRIBUTE.search(line) if no in fences else None
         if handler and not allow_raw_html:
             raise fail(*_attribute(handler.group(1))[1:])
-        prose_lines.append("" if code[no - 1] else CODE_SPAN.sub("", line))
         if code[no - 1]:
             continue
         if DIRECTIVE.match(line):
             m = FIGURE.match(line)
             if not m:
-                raise fail(f"malformed directive {line.strip()!r}",
+                raise fail(f"malformed directive {line.strip()[:60]!r}",
                            "write '::: figure ID' alone on its line")
             if m.group(1) not in figure_ids:
                 raise fail(f"unknown figure id '{m.group(1)}'",
@@ -113,7 +121,7 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
             if m.group(1) in figures:
                 raise fail(f"figure '{m.group(1)}' is placed twice", "place each figure once")
             figures.append(m.group(1))
-        prose = prose_lines[-1]
+        prose = prose_lines[no - 1]
         for m in CITE.finditer(prose):
             for key in CITE_KEY.findall(m.group(1)):
                 if key not in bib:
@@ -125,7 +133,7 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
             if fig not in figure_ids:
                 raise fail(f"unknown figure id '{fig}' in a cross-reference",
                            "use one of: " + ", ".join(sorted(figure_ids)))
-        for name in FACT.findall(prose):
+        for name in _fact_names(prose):
             fig, _, fact = name.partition(".")
             if fig not in figure_ids or not fact:
                 raise fail(f"unknown fact '{name}'", "write {{ FIGURE-ID.fact }}")
@@ -152,6 +160,50 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
     if not allow_raw_html:
         _refuse_untrusted(path, text, prose_lines, figures, cites, bib)
     return figures, cites
+
+
+def _bounded(path, prose_lines):
+    """Python-markdown's time on one paragraph grows faster than its length: it copies the
+    paragraph's text at every link, emphasis or code it finds, and it looks for the end of every
+    open '[', '](' and '<tag' as far as the paragraph's end (20,000 '[' took minutes). Refuse a
+    paragraph longer than MAX_PARAGRAPH characters or with more than MAX_OPEN of those open at
+    once, at the line where it passes the limit, so the time is linear in the essay's length."""
+    brackets = parens = tags = length = 0  # parens counts only a link's '('
+    stack = []  # every '(' still open: True where it opens a link's address
+    for no, line in enumerate(prose_lines, 1):
+        if not line.strip():
+            brackets = parens = tags = length = 0
+            stack = []
+            continue
+        length += len(line) + 1
+        if length > MAX_PARAGRAPH:
+            raise BuildError(path, f"a paragraph longer than {MAX_PARAGRAPH:,} characters",
+                             "split it with a blank line", no)
+        # math is set aside before python-markdown sees the line
+        for token in OPENERS.findall(INLINE_MATH.sub("", DISPLAY_MATH.sub("", line))):
+            if token in ("[", "]", "]("):
+                brackets = brackets + 1 if token == "[" else max(brackets - 1, 0)
+            if token in ("(", "]("):
+                stack.append(token == "](")
+                parens += stack[-1]
+            elif token == ")" and stack:
+                parens -= stack.pop()
+            elif token == ">":
+                tags = 0
+            elif token[0] == "<":
+                tags += 1
+            if max(brackets, parens, tags) > MAX_OPEN:
+                raise BuildError(path, f"more than {MAX_OPEN} '[', '](' or '<' open at once in "
+                                 "one paragraph", "close them, or escape them as \\[ \\( \\<", no)
+
+
+def _fact_names(text):
+    return [name.strip() for name in FACT.findall(text)]
+
+
+def _fill(text, fact):
+    """`text` with each {{ fact }} replaced by its value."""
+    return FACT.sub(lambda f: str(fact(f.group(1).strip())), text)
 
 
 def _lines(text):
@@ -252,9 +304,12 @@ def _refuse_untrusted(path, text, prose_lines, figures, cites, bib):
     md.treeprocessors.register(_UnsafeAttributes(md, found), "unsafe_attributes", -1)
     md.convert(text)
     if found:
+        # compared without whitespace: python-markdown turns a tab into spaces before we see it
+        squashed = [re.sub(r"\s", "", prose) for prose in prose_lines]
+
         def line(needles):
-            return min((no for no, prose in enumerate(prose_lines, 1)
-                        for n in needles if n and n in prose), default=None)
+            return min((no for no, prose in enumerate(squashed, 1) for n in needles
+                        if n.strip() and re.sub(r"\s", "", n) in prose), default=None)
         needles, message, fix = min(found, key=lambda f: line(f[0]) or len(prose_lines) + 1)
         raise BuildError(path, message, fix, line(needles))
 
@@ -420,12 +475,12 @@ class _Directives(Preprocessor):
             line = CODE_SPAN.sub(lambda m: keep(f"<code>{escape(m.group(2).strip())}</code>"),
                                  line)
             # Facts inside math go into the TeX itself; elsewhere they are escaped HTML.
-            tex = lambda m: FACT.sub(lambda f: str(c["fact"](f.group(1))), m.group(1))
+            tex = lambda m: _fill(m.group(1), c["fact"])
             line = DISPLAY_MATH.sub(lambda m: keep(_math(tex(m), True, c["path"], no)), line)
             # Inline math and facts in one pass, so that facts are numbered in reading order.
             line = MATH_OR_FACT.sub(lambda m: keep(self._facts(
-                FACT.findall(m.group(1)), _math(tex(m), False, c["path"], no), tex(m).strip())
-                if m.group(1) is not None else self._facts([m.group(2)], None)), line)
+                _fact_names(m.group(1)), _math(tex(m), False, c["path"], no), tex(m).strip())
+                if m.group(1) is not None else self._facts([m.group(2).strip()], None)), line)
             line = CITE.sub(lambda m: keep(self._cite(CITE_KEY.findall(m.group(1)))), line)
             line = XREF.sub(lambda m: keep(self._xref(m.group(1))), line)
             line = EQ_REF.sub(lambda m: keep(f'<a class="xref" href="#eq-{m.group(1)}">Eq.\u00a0'
@@ -455,7 +510,7 @@ class _Directives(Preprocessor):
 
     def _equation(self, tex, label, no):
         c = self.ctx
-        tex = FACT.sub(lambda f: str(c["fact"](f.group(1))), tex)
+        tex = _fill(tex, c["fact"])
         return (f'<div class="equation" id="eq-{label}">{_math(tex, True, c["path"], no)}'
                 f'<span class="eq-num">({c["equations"][label]})</span></div>')
 

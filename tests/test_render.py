@@ -34,6 +34,10 @@ def render(text, facts=None):
     ("$$a$$ {#eq:a}\n\n$$b$$ {#eq:a}\n", 3, "equation label 'a' is used twice"),
     ("x $a$ {#eq:a}\n", 1, "misplaced equation label '{#eq:a}'"),
     ("## A\n\n### 2.1 B\n", 3, "heading '2.1 B' is numbered 2.1 by hand but is section 1.1"),
+    ("a\n\n" + "[" * 33 + "\n", 3, "more than 32 '[', '](' or '<' open at once"),
+    ("a\n\nb\n" + "[a](" * 33 + "\n", 4, "more than 32 '[', '](' or '<' open at once"),
+    ("a\n\n" + "<b " * 33 + "\n", 3, "more than 32 '[', '](' or '<' open at once"),
+    ("a\n\n" + "x\n" * 10001, 10003, "a paragraph longer than 20,000 characters"),
 ])
 def test_bad_essay_input_names_file_and_line(text, line, message):
     with pytest.raises(BuildError) as e:
@@ -269,7 +273,7 @@ def test_a_byte_order_mark_is_dropped(tmp_path):
     from errors import read_utf8
     path = tmp_path / "essay.md"
     path.write_bytes("\ufeff# Title\n\nText.\n".encode())
-    assert render(read_utf8(path)).html.startswith('<h1 id="title">')
+    assert render(read_utf8(path, ("missing", "fix"))).html.startswith('<h1 id="title">')
 
 
 def test_bibliography_tex_is_shown_as_text(tmp_path):
@@ -427,3 +431,27 @@ def test_a_data_table_follows_the_controls_its_chart_filters_by():
     assert t["filters"] == [{"param": "pick", "column": "k"},
                             {"param": "lab", "keys": [r["label"] for r in chart_rows]}]
     assert wide["filters"] == []
+
+
+@pytest.mark.parametrize("paragraph", [
+    "{{" + " " * 19000,  # the lazy fact pattern was cubic here: 8,000 spaces took 7 minutes
+    "`" * 19000,  # every shorter opening of one run of backticks was tried
+    "{{" * 9000,
+    ("[" * 32 + "]" * 32) * 280,  # nested brackets, each looked for to its close
+    "\\[" * 9000 + "[a](b)" * 10,  # escaped brackets are text, not open
+])
+def test_the_scan_stays_linear_on_paragraphs_within_the_limits(paragraph):
+    """Inputs under the length and open-bracket limits that were superlinear: each must finish
+    (it did not, in minutes, before); an alarm turns a regression into a failure, not a hang."""
+    import signal
+
+    def hang(*_):
+        raise TimeoutError("the scan is superlinear again")
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)
+    try:
+        essay.scan(Path("content/essay.md"), "# T\n\n" + paragraph + "\n", IDS, BIB,
+                   {i: {} for i in IDS})
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
