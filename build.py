@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from errors import BuildError, read_utf8, unsafe_address  # noqa: E402
+from errors import BuildError, read_utf8, toml_error, unsafe_address  # noqa: E402
 from precompute import config, figures, models, phase_theory, sae  # noqa: E402
 from precompute.figures import phase_diagram  # noqa: E402
 from render import (bibliography, changes, citation, essay, figure_export, pages, pdf,  # noqa: E402
@@ -48,10 +48,10 @@ def main(argv=None):
     grid = config.load_grid(args.grid)
     check_families(grid)
     content = Path(args.content)
-    meta = read_meta(content / "meta.toml")
+    meta = read_meta(content_file(content, "meta.toml"))
     meta["site_url"] = site_url(args, meta)
-    bib = bibliography.load(content / "references.bib")
-    essay_path = content / "essay.md"
+    bib = bibliography.load(content_file(content, "references.bib"))
+    essay_path = content_file(content, "essay.md")
     essay_text = read_text(essay_path)
     placed, _ = essay.scan(essay_path, essay_text, figures.ids(), bib, figures.facts(),
                            meta["allow_raw_html"])
@@ -253,19 +253,28 @@ def how_made(result, started):
 
 
 def read_text(path):
-    if not path.is_file():
-        raise BuildError(path, "content file missing", "restore it (git checkout -- content/)")
-    return read_utf8(path)
+    return read_utf8(path, ("content file missing", "restore it (git checkout -- content/)"))
+
+
+def content_file(content, name):
+    """content/NAME, refused where it is a link out of the content folder: the build publishes
+    what it reads, and a link committed in a pull request could point at any file here."""
+    path = content / name
+    if path.is_symlink() and not path.resolve().is_relative_to(content.resolve()):
+        raise BuildError(path, f"is a link to {path.resolve()}, outside {content}",
+                         "put the file itself in the content folder")
+    return path
 
 
 def read_meta(path):
     """content/meta.toml, every key checked here, before training and by --check too: each a
     quoted string but allow_raw_html (true or false), the date a date, the repository's address
     one a link may carry."""
+    text = read_text(path)
     try:
-        meta = tomllib.loads(read_text(path))
+        meta = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise BuildError(path, f"not valid TOML ({e})", "fix the syntax") from None
+        raise toml_error(path, text, e) from None
     for key in META_KEYS:
         if key not in meta:
             raise BuildError(path, f"missing '{key}'", f'add {key} = "..."')

@@ -1,7 +1,10 @@
 """The one error type every stage raises for bad input: it prints as a single line naming the
 file (and line, where there is one), what is wrong and how to fix it."""
 import html
+import os
 import re
+import stat
+from pathlib import Path
 
 
 class BuildError(Exception):
@@ -27,11 +30,29 @@ def line_of(text, needle, start=1):
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
-def read_utf8(path):
+# bytes: our inputs are under 50 KB, and the essay's conversion time grows faster than its length
+MAX_TEXT = 1_000_000
+
+
+def read_utf8(path, missing):
     """A text input's contents, without the byte-order mark some editors put first (else it
-    joins the first line: a heading would not be one). A byte that is not UTF-8, or a control
-    character, is a BuildError naming its line."""
-    data = path.read_bytes()
+    joins the first line: a heading would not be one). Only a regular file is read, at most
+    MAX_TEXT bytes (a pipe would wait forever, /dev/zero never end); `missing` is the (message,
+    fix) where there is nothing at `path`. A byte that is not UTF-8, or a control character, is
+    a BuildError naming its line."""
+    path = Path(path)
+    if not path.exists():
+        raise BuildError(path, *missing)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: a pipe must not stall the open
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise BuildError(path, "is not a regular file (a folder, pipe or device)",
+                         "put the file itself there")
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(MAX_TEXT + 1)
+    if len(data) > MAX_TEXT:
+        raise BuildError(path, f"is larger than {MAX_TEXT:,} bytes",
+                         "an input this large is a mistake: trim it")
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
@@ -44,6 +65,16 @@ def read_utf8(path):
                          text.count("\n", 0, bad.start()) + 1)
     return text
 
+
+
+def toml_error(path, text, e):
+    """A tomllib error as a BuildError at its line: tomllib gives the place only inside its
+    message ("Invalid value (at line 3, column 7)", or "at end of document": the last line)."""
+    m = re.fullmatch(r"(.*) \(at (?:line (\d+), column (\d+)|end of document)\)", str(e))
+    what, line, column = m.groups() if m else (str(e), None, None)
+    return BuildError(path, f"not valid TOML: {what[0].lower()}{what[1:]}"
+                      + (f" at column {column}" if column else ""),
+                      "fix the syntax there", int(line or text.count("\n") + 1))
 
 
 SAFE_SCHEMES = ("http", "https", "mailto")

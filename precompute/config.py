@@ -10,7 +10,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from errors import BuildError, line_of, read_utf8
+from errors import BuildError, line_of, read_utf8, toml_error
 
 DEFAULT_GRID = Path(__file__).with_name("grid.toml")
 
@@ -104,13 +104,11 @@ class Grid:
 
 def load_grid(path=DEFAULT_GRID):
     path = Path(path)
-    if not path.is_file():
-        raise BuildError(path, "grid config not found", "pass an existing file to --grid")
-    text = read_utf8(path)
+    text = read_utf8(path, ("grid config not found", "pass an existing file to --grid"))
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise BuildError(path, f"not valid TOML ({e})", "fix the syntax at that position") from None
+        raise toml_error(path, text, e) from None
     fail = _failer(path, text)
     if "extends" in raw:
         raw = _extend(path, raw, fail)
@@ -157,11 +155,11 @@ def _extend(path, raw, fail):
     base_path = path.parent / base
     if base_path.resolve() == path.resolve():
         fail("the grid extends itself", "name another grid file", "extends")
-    if not base_path.is_file():
+    if not base_path.exists():
         fail(f"extends names {base_path}, which does not exist",
              "name a grid file in the same folder", "extends")
     load_grid(base_path)
-    merged = tomllib.loads(read_utf8(base_path))
+    merged = tomllib.loads(read_utf8(base_path, ("grid config not found", "restore it")))
     for table, value in raw.items():
         nested = table in ("family", "sae") and isinstance(value, dict)
         merged[table] = {**merged.get(table, {}), **value} if nested else value

@@ -80,10 +80,10 @@ def _clean(name, value):
 
 def load(path):
     path = Path(path)
-    if not path.is_file():
-        raise BuildError(path, "bibliography not found", "create it or restore it from git")
-    text = read_utf8(path)
+    text = read_utf8(path, ("bibliography not found", "create it or restore it from git"))
     library = bibtexparser.parse_string(text)
+    if not library.entries and not library.failed_blocks and text.strip():
+        raise BuildError(path, "holds no BibTeX entries", "write entries as @article{key, ...}", 1)
     for block in library.failed_blocks:
         if isinstance(block, DuplicateBlockKeyBlock):
             raise BuildError(path, f"duplicate BibTeX key '{block.key}'",
