@@ -78,6 +78,7 @@ MATHML_ATTRIBUTES = frozenset(
 OPENERS = re.compile(r"\\.|\]\(|[][()>]|<[A-Za-z/!?]")
 MAX_OPEN = 32
 MAX_PARAGRAPH = 20_000  # the essay's longest is 2,814
+MAX_LINES = 10_000  # it has 215
 UNSAFE_ATTRIBUTE = re.compile(r"(?i)\b(on\w+|style)\s*=")
 TRUST = "or set allow_raw_html = true in content/meta.toml if you trust every line of the essay"
 
@@ -167,7 +168,11 @@ def _bounded(path, prose_lines):
     paragraph's text at every link, emphasis or code it finds, and it looks for the end of every
     open '[', '](' and '<tag' as far as the paragraph's end (20,000 '[' took minutes). Refuse a
     paragraph longer than MAX_PARAGRAPH characters or with more than MAX_OPEN of those open at
-    once, at the line where it passes the limit, so the time is linear in the essay's length."""
+    once, at the line where it passes the limit, and an essay of more than MAX_LINES lines (each
+    item of one long list cost time in proportion to the list's length)."""
+    if len(prose_lines) > MAX_LINES:  # python-markdown's time also grows faster than a list's
+        raise BuildError(path, f"more than {MAX_LINES:,} lines",
+                         "a page this long is a mistake: shorten the essay", MAX_LINES + 1)
     brackets = parens = tags = length = 0  # parens counts only a link's '('
     stack = []  # every '(' still open: True where it opens a link's address
     for no, line in enumerate(prose_lines, 1):
