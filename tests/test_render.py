@@ -37,7 +37,7 @@ def render(text, facts=None):
     ("a\n\n" + "[" * 33 + "\n", 3, "more than 32 '[', '](' or '<' open at once"),
     ("a\n\nb\n" + "[a](" * 33 + "\n", 4, "more than 32 '[', '](' or '<' open at once"),
     ("a\n\n" + "<b " * 33 + "\n", 3, "more than 32 '[', '](' or '<' open at once"),
-    ("a\n\n" + "x\n" * 10001, 10003, "a paragraph longer than 20,000 characters"),
+    ("a\n\n" + ("x" * 10000 + "\n") * 2, 4, "a paragraph longer than 20,000 characters"),
     ("- a\n\n" * 5001, 10001, "more than 10,000 lines"),
 ])
 def test_bad_essay_input_names_file_and_line(text, line, message):
