@@ -59,8 +59,11 @@ MATH_OR_FACT = re.compile(f"{INLINE_MATH.pattern}|{FACT.pattern}")
 CODE_SPAN = re.compile(r"(?<![\\`])(`{1,32})(.+?)(?<!`)\1(?!`)")
 # a list item or footnote: blocks indented by four continue it, and code needs four more
 CONTAINER = re.compile(r"^( *)(?:[*+-]|\d+\.) +\S|^\[\^[^\]]+\]:")
-# a markdown link or image, or a reference definition: a fact there would be markup in markup
-LINK = re.compile(r"!?\[[^\]]*\]\([^)]*\)|^ {0,3}\[(?!\^)[^\]]+\]:.*")
+# a markdown link or image (its text may hold [brackets]), or a reference definition: our
+# syntax there would be a link in a link
+LINK = re.compile(r"!?\[(?:[^][]|\[[^][]*\])*\]\([^)]*\)|^ {0,3}\[(?!\^)[^\]]+\]:.*")
+# what we write as a link, found inside a LINK
+LINKED = re.compile(f"{FACT.pattern}|{CITE.pattern}|{XREF.pattern}|{EQ_REF.pattern}")
 URL_ATTRIBUTES = ("href", "src")
 MATHML_NS = "http://www.w3.org/1998/Math/MathML"
 # What latex2mathml writes for the TeX it knows: MathML presentation markup and nothing else.
@@ -141,12 +144,12 @@ def scan(path, text, figure_ids, bib, facts, allow_raw_html=False):
             if fact not in facts.get(fig, {}):
                 raise fail(f"figure '{fig}' has no fact '{fact}'",
                            "use one of: " + ", ".join(sorted(facts.get(fig, {}))))
-        inside = next((FACT.search(m.group()) for m in LINK.finditer(prose)
-                       if FACT.search(m.group())), None)
+        inside = next((LINKED.search(m.group()) for m in LINK.finditer(prose)
+                       if LINKED.search(m.group())), None)
         if inside:
-            raise fail(f"fact {inside.group(0)!r} inside a link or image",
-                       "write the fact outside the [text](address): it is a link of its own, "
-                       "and an address or alt text cannot hold one")
+            raise fail(f"{inside.group(0)!r} inside a link or image",
+                       "write it outside the [text](address): a fact, citation or "
+                       "cross-reference is a link of its own, and a link cannot hold a link")
         if prose.replace("$$", "").count("$") % 2:
             raise fail("unbalanced $ in math", "close the math with a matching $")
         # Convert the math now, facts standing in as 1, so --check catches bad TeX untrained.

@@ -304,8 +304,11 @@ def test_every_code_form_is_code_not_syntax():
     ("x $\\text{<meta/http-equiv=\"refresh\"content=\"0;url=https://e.example/\">}$\n",
      "it would write a <meta> element into the page"),
     ("[x](file:///etc/passwd)\n", "address 'file:///etc/passwd' uses the file: scheme"),
-    ("[x]({{ concentration.m5 }})\n", "fact '{{ concentration.m5 }}' inside a link or image"),
+    ("[x]({{ concentration.m5 }})\n", "'{{ concentration.m5 }}' inside a link or image"),
     ("![{{ concentration.m5 }}](a.png)\n", "inside a link or image"),
+    # a link in a link: the browser would end the outer one early (and Nu refuses the page)
+    ("[see [@elhage2022toy] here](https://x.org)\n", "'[@elhage2022toy]' inside a link"),
+    ("[as @fig:concentration shows](https://x.org)\n", "'@fig:concentration' inside a link"),
 ])
 def test_markup_and_scripts_through_math_addresses_and_facts_are_refused(text, message):
     with pytest.raises(BuildError) as e:
