@@ -557,7 +557,7 @@ def test_privileged_basis_neurons_turn_polysemantic_when_sparse(trained):
 
 def test_privileged_basis_regimes_follow_the_papers_figure(trained):
     """Issue 26: the paper keeps the best of 1,000 fits per point; the best of our 40 seeds has
-    the paper's neuron regimes at every density, and the best of 160 the same ones: five clean
+    the paper's neuron regimes at every density (the best of 160 is not trained here): five clean
     neurons for 1 - S >= 0.5; the three most important features keep neurons while the next
     three share two (0.35 to 0.18); at 0.12 one clean neuron and six features in the other four
     (the best of 10 had two clean neurons there); none clean from 0.08 down."""
