@@ -246,8 +246,9 @@ FACT_NOTES = {
                                 "important one a dense model of ours has no room for at two "
                                 "neurons per feature"),
     "dense_first_dropped": ("the first feature (1 = most important) the densest lowest-loss "
-                            "model does not compute for both signs", "counts", None),
-    "dense_dropped_importance": ("importance of that feature", "counts", None),
+                            "model does not compute for both signs (its x = t e_i error, "
+                            "abs_model.feature_errors, is 0.25 or more)"),
+    "dense_dropped_importance": "importance 0.8^(i − 1) of that feature i",
     "dense_extra_features": ("features (1 = most important) that are the largest weight of more "
                              "than two neurons in the densest model", "weights",
                              "the densest model's rows, each neuron's largest feature"),
