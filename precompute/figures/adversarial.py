@@ -37,7 +37,7 @@ FACTS = ('budget', 'samples', 'dense', 'peak', 'peak_sparsity', 'peak_fpd', 'spa
          'sparsest_vulnerability', 'sparsest_fpd', 'sparsest_budget', 'sparsest_threshold',
          'linear_range', 'over_linear', 'rank_all', 'rank_unmasked', 'sparsest_zero_share',
          'sparsest_zero_gain', 'sparsest_nonzero', 'sparsest_nonzero_budget', 'plateau_from',
-         'plateau_range', 'plateau_fpd')
+         'plateau_range', 'plateau_fpd', 'rank_nonzero', 'rank_plateau')
 BUDGET = 0.1  # the paper: "a max L2 attack norm of 0.1 of the average input norm"
 SAMPLES = 16384
 CHUNK = 4096
@@ -83,6 +83,11 @@ def threshold(W, b):
     """The ReLU's threshold -b_i, the median over the represented features (all, if none is)."""
     rep = np.linalg.norm(W, axis=0) > REPRESENTED
     return float(np.median(-b[rep] if rep.any() else -b))
+
+
+def share(v):
+    """A ratio to 1 as a percentage, "under 0.1%" below that, so a small one never reads 0.00."""
+    return "under 0.1%" if abs(v) < 1e-3 else f"{100 * v:.1f}%"
 
 
 def rank_correlation(a, b):
@@ -173,7 +178,9 @@ def build(trained):
              "rank_all": f"{rank_correlation(relu.vulnerability, relu.features_per_dimension):.2f}",
              "rank_unmasked": f"{rank_correlation(upto.vulnerability, upto.features_per_dimension):.2f}",
              "sparsest_zero_share": f"{last.zero_share:.0%}",
-             "sparsest_zero_gain": f"{last.zero_input_gain:.2f}",
+             "sparsest_zero_gain": share(last.zero_input_gain),
+             "rank_nonzero": f"{rank_correlation(relu.vulnerability_nonzero, relu.features_per_dimension):.2f}",
+             "rank_plateau": f"{rank_correlation(plateau.vulnerability_nonzero, plateau.features_per_dimension):.2f}",
              "sparsest_nonzero": f"{last.vulnerability_nonzero:.2f}",
              "sparsest_nonzero_budget": f"{last.attack_norm_nonzero:.3f}",
              "plateau_from": plateau.S.iloc[0],
@@ -277,6 +284,13 @@ FACT_NOTES = {
                            "the all-zero input of the sparsest ReLU model, in the units of "
                            "vulnerability", "vulnerability", "the ReLU model's last row, column "
                            "zero_input_gain", ["superposition"]),
+    "rank_nonzero": ("rank correlation (Spearman's ρ) of the vulnerability on non-zero inputs "
+                     "with features per dimension over the whole sweep", "vulnerability",
+                     "ReLU model rows, columns vulnerability_nonzero and "
+                     "features_per_dimension", ["superposition"]),
+    "rank_plateau": ("the same rank correlation over the plateau's rows alone (from plateau_from "
+                     "to the end of the sweep)", "vulnerability", "ReLU model rows from "
+                     "plateau_from on", ["superposition"]),
     "sparsest_nonzero": ("vulnerability of the sparsest ReLU model scored on its non-zero inputs "
                          "alone, budget taken from those inputs", "vulnerability",
                          "the ReLU model's last row, column vulnerability_nonzero",

@@ -21,7 +21,8 @@ FACTS = ("n", "m", "half_m", "dense_computed", "dense_both", "dense_dedicated",
          "sparse_one_sign", "sparse_polysemantic", "first_polysemantic_density", "most_computed",
          "most_computed_density", "seeds", "paper_n", "paper_m", "paper_tail_share",
          "paper_tail_importance", "paper_half_m", "dense_cutoff_importance",
-         "paper_cutoff_importance")
+         "paper_cutoff_importance", "dense_first_dropped", "dense_dropped_importance",
+         "dense_extra_features", "dense_extra_neurons", "dense_other_computed")
 DEAD = 0.1  # a neuron whose input weights have norm below this does nothing
 # The paper's "Superposition vs Sparsity" sweep: n = 100 features on m = 40 neurons.
 PAPER_N, PAPER_M = 100, 40
@@ -48,6 +49,22 @@ def analyse(W1, W2, b):
             "both_signs": int(both.sum()), "one_sign": int((~both & (err < abs_model.ONE_SIGN)).sum()),
             "monosemantic": int(mono.sum()), "polysemantic": int((kind == "polysemantic").sum()),
             "dead": int((kind == "dead").sum()), "min_dedicated": min(dedicated, default=0)}
+
+
+def dense_room(W1, W2, b, importance):
+    """Where a dense model falls short of m/2 features: the first feature (1-based) it does not
+    compute for both signs and its importance, the features whose largest weight sits in more
+    than two of its neurons (1-based) and how many neurons they take."""
+    err = abs_model.feature_errors(W1, W2, b)
+    first = int(np.flatnonzero(err >= abs_model.BOTH_SIGNS)[0])
+    _, primary = neurons(W1)
+    per = np.bincount(primary, minlength=len(err))
+    extra = np.flatnonzero(per > 2)
+    return {"dense_first_dropped": first + 1,
+            "dense_dropped_importance": f"{importance[first]:.2f}",
+            "dense_extra_features": " and ".join(str(i + 1) for i in extra) or "none",
+            "dense_extra_neurons": " and ".join(str(per[i]) for i in dict.fromkeys(
+                per[extra])) if len(extra) else "none"}
 
 
 def paper_size(importance, n, m):
@@ -89,6 +106,12 @@ def build(trained):
                      "final_loss": float(tr.arrays["final_loss"][k]), "seed": inst.seed})
     counts = pd.DataFrame(rows).sort_values("density", ascending=False)
     dense, sparse = counts.iloc[0], counts.iloc[-1]
+    # the densest grid point's other seeds, for how far the best one is from the rest
+    others = []
+    for k, inst in enumerate(fam.instances):
+        if round(1 - inst.sparsity, 6) == dense.density and inst.seed != dense.seed:
+            W1, b, _ = tr.model(k)
+            others.append(analyse(W1, tr.arrays["W2"][k][:inst.n], b)["computed"])
     poly = counts[counts.polysemantic > 0]
     n, m = fam.instances[0].n, fam.m
     most = counts.loc[counts.computed.idxmax()]
@@ -101,7 +124,9 @@ def build(trained):
              "sparse_polysemantic": int(sparse.polysemantic),
              "first_polysemantic_density": float(poly.density.max()) if len(poly) else "none",
              "most_computed": f"{most.computed:.1f}", "most_computed_density": float(most.density),
-             "seeds": fam.seeds, **paper_size(fam.instances[0].importance, n, m)}
+             "seeds": fam.seeds, **paper_size(fam.instances[0].importance, n, m),
+             **dense_room(*best[dense.density], fam.instances[0].importance),
+             "dense_other_computed": " and ".join(f"{v:.1f}" for v in others) or "none"}
 
     dense_label = f"densest (1 − S = {dense.density:g})"
     sparse_label = f"sparsest (1 − S = {sparse.density:g})"
@@ -220,6 +245,17 @@ FACT_NOTES = {
     "dense_cutoff_importance": ("importance d^(m/2) of the first feature past our m/2: the most "
                                 "important one a dense model of ours has no room for at two "
                                 "neurons per feature"),
+    "dense_first_dropped": ("the first feature (1 = most important) the densest lowest-loss "
+                            "model does not compute for both signs (its x = t e_i error, "
+                            "abs_model.feature_errors, is 0.25 or more)"),
+    "dense_dropped_importance": "importance 0.8^(i − 1) of that feature i",
+    "dense_extra_features": ("features (1 = most important) that are the largest weight of more "
+                             "than two neurons in the densest model", "weights",
+                             "the densest model's rows, each neuron's largest feature"),
+    "dense_extra_neurons": ("how many neurons each of those features takes", "weights",
+                            "the densest model's rows, each neuron's largest feature"),
+    "dense_other_computed": ("features' worth computed by the densest grid point's other seeds",
+                             None, None),
     "paper_cutoff_importance": ("the same at the paper's size: importance d^(m/2) of its first "
                                 "feature past its m/2"),
 }

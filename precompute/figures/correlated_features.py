@@ -15,7 +15,8 @@ FAMILIES = ["correlated", "anticorrelated", "local_bases"]
 # the names build() puts in facts, for --check
 FACTS = ("density", "correlated_within_cos", "anticorrelated_within_cos", "collapsed_sparsest",
          "collapsed_densest", "sparsest", "densest", "hexagon_densities", "pca_norm",
-         "basis_density", "basis_within", "basis_between", "seeds")
+         "basis_density", "basis_within", "basis_between", "seeds", "disagree_densities",
+         "disagree_ours", "disagree_paper")
 FOCUS_DENSITY = 0.05  # the two-pair panels: sparse enough for superposition, as the paper's
 SPARSE = 0.25  # 1 - S at or below which correlated pairs sit orthogonal (tested)
 COLLAPSED = 0.95  # cosine above which a correlated pair shares one direction
@@ -92,7 +93,7 @@ def build(trained):
     norms = np.linalg.norm(corr.model(cb[6, densest.density])[0], axis=0)
     facts = {"density": FOCUS_DENSITY,
              "correlated_within_cos": round(float(np.abs(np.concatenate(within_c)).max()), 2),
-             "anticorrelated_within_cos": round(float(np.concatenate(within_a).max()), 2),
+             "anticorrelated_within_cos": f"{np.concatenate(within_a).max():.2f}",
              "collapsed_sparsest": int(collapse.iloc[-1].collapsed),
              "collapsed_densest": int(densest.collapsed),
              "sparsest": densities[-1], "densest": densities[0],
@@ -103,6 +104,11 @@ def build(trained):
              "basis_within": round(float(np.abs(within_b).mean()), 3),
              "basis_between": round(float(np.abs(between_b).mean()), 3),
              "seeds": corr.family.seeds}
+    # where our count of collapsed pairs is not the paper's, and the two counts there
+    differ = collapse[collapse.collapsed != collapse.paper]
+    facts.update({"disagree_densities": ", ".join(f"{d:g}" for d in differ.density) or "none",
+                  "disagree_ours": " or ".join(map(str, sorted(set(differ.collapsed)))) or "none",
+                  "disagree_paper": " or ".join(map(str, sorted(set(differ.paper)))) or "none"})
 
     scale = alt.Scale(domain=[-1.3, 1.3])
     color = alt.Color("set:N", scale=alt.Scale(range=PALETTE[:3]),
@@ -141,12 +147,14 @@ def build(trained):
                f"{FOCUS_DENSITY:g}. Features that always appear together sit at right angles "
                f"(|cos| at most {facts['correlated_within_cos']} for every density up to "
                f"{SPARSE:g}), with the other pair on the opposite side; features that never "
-               f"appear together sit opposite each other (cosine at most "
-               f"{facts['anticorrelated_within_cos']}). Middle: three correlated pairs. At the "
+               f"appear together sit opposite each other (every cosine "
+               f"{facts['anticorrelated_within_cos']} to two decimals). Middle: three correlated pairs. At the "
                f"sparsest density ({facts['sparsest']:g}) {facts['collapsed_sparsest']} pairs "
                f"share a direction; as inputs get denser pairs collapse onto their sum, the "
                f"principal component, until at density {facts['densest']:g} "
-               f"{facts['collapsed_densest']} do (dashed: the paper's approximate counts). Bottom: WᵀW of n = 20 features in m = 10 "
+               f"{facts['collapsed_densest']} do (dashed: the paper's approximate counts; at "
+               f"{facts['disagree_densities']} ours has {facts['disagree_ours']} where the paper "
+               f"has {facts['disagree_paper']}). Bottom: WᵀW of n = 20 features in m = 10 "
                f"dimensions, two correlated sets of ten: within a set the mean |cos| is "
                f"{facts['basis_within']}, a local orthogonal basis, against "
                f"{facts['basis_between']} between sets. Lowest-loss of {facts['seeds']} seeds "
@@ -196,4 +204,11 @@ FACT_NOTES = {
     "basis_between": ("mean |cosine| between features of different sets of ten, n = 20 in "
                       "m = 10", None, None, ["local_bases"]),
     "seeds": "seeds trained at each grid point; each panel shows the lowest-loss one",
+    "disagree_densities": ("densities of the three-pair sweep where our count of collapsed pairs "
+                           "is not the paper's (read from its figure's density ranges)",
+                           "collapse", "rows with collapsed ≠ paper", ["correlated"]),
+    "disagree_ours": ("our count of collapsed pairs at those densities", "collapse",
+                      "rows with collapsed ≠ paper, column collapsed", ["correlated"]),
+    "disagree_paper": ("the paper's count at those densities", "collapse",
+                       "rows with collapsed ≠ paper, column paper", ["correlated"]),
 }

@@ -14,7 +14,22 @@ LEGEND_GREY = "#999999"
 FAMILY = "phase"
 FAMILIES = [FAMILY]
 FACTS = ('agreement', 'cells', 'agree_cells', 'seeds', 'kept_seeds', 'unanimous', 'average_agreement',
-         'average_agree_cells', 'average_short_of_superposition')  # the names build() puts in facts, for --check
+         'average_agree_cells', 'average_short_of_superposition', 'split_density', 'split_close',
+         'split_middle', 'split_far')  # the names build() puts in facts, for --check
+# Where the kept seeds split: below SPLIT_DENSITY, the mean share of them in superposition by how
+# far apart the two importances are (the larger over the smaller): up to the first bound, between
+# the two, and from the second on.
+SPLIT_DENSITY, SPLIT_RATIOS = 0.1, (2.0, 4.0)
+
+
+def split_shares(cells):
+    """The three mean shares of kept seeds in superposition that SPLIT_RATIOS define, over the
+    cells below SPLIT_DENSITY."""
+    sparse = cells[cells.density < SPLIT_DENSITY]
+    ratio = np.maximum(sparse.importance, 1 / sparse.importance)
+    lo, hi = SPLIT_RATIOS
+    groups = (ratio <= lo, (ratio > lo) & (ratio < hi), ratio >= hi)
+    return [float(sparse.share_superposition[g].mean()) for g in groups]
 
 
 def classify(W):
@@ -66,7 +81,10 @@ def build(trained):
              "average_agreement": f"{100 * float(cells.average_agrees.mean()):.1f}%",
              "average_agree_cells": int(cells.average_agrees.sum()),
              "average_short_of_superposition": int(((cells.theory == "superposition")
-                                                    & (cells.average_regime != "superposition")).sum())}
+                                                    & (cells.average_regime != "superposition")).sum()),
+             "split_density": f"{SPLIT_DENSITY:g}",
+             **{name: f"{100 * v:.0f}%" if v < 0.99 else f"{100 * v:.1f}%"
+                for name, v in zip(("split_close", "split_middle", "split_far"), split_shares(cells))}}
 
     # Cells are drawn as rectangles spanning half a log-step either side of each grid value.
     def edges(values):
@@ -153,4 +171,15 @@ FACT_NOTES = {
                                        "most kept seeds take another regime (or tie)", "cells",
                                        "rows with theory = superposition and average_regime "
                                        "not superposition"),
+    "split_density": "feature density below which the split_* shares are taken",
+    "split_close": ("mean share of the kept seeds in superposition over the cells below "
+                    "split_density whose two importances are within a factor of two", "cells",
+                    "rows with density < 0.1 and importance from 1/2 to 2, column "
+                    "share_superposition"),
+    "split_middle": ("the same over the cells whose importances differ by a factor between two "
+                     "and four", "cells", "rows with density < 0.1 and importance in (2, 4) or "
+                     "(1/4, 1/2), column share_superposition"),
+    "split_far": ("the same over the cells where one importance is at least four times the other",
+                  "cells", "rows with density < 0.1 and importance ≥ 4 or ≤ 1/4, column "
+                  "share_superposition"),
 }

@@ -19,8 +19,11 @@ FAMILIES = [FAMILY, LINEAR]
 FACTS = ('onset_sparsity', 'onset_before', 'linear_represented', 'relu_dense_represented',
          'relu_sparse_represented', 'sparse_seed_represented', 'sparse_seed_strong',
          'sparse_seed_excess', 'sparse_seed_gap_se', 'sparsest', 'seeds', 'eval_samples',
-         'noise_max', 'tie_sparsities', 'tie_count')
+         'noise_max', 'tie_sparsities', 'tie_count', 'sparse_seed_partial',
+         'sparse_partial_norms', 'sparse_best_longest_partial', 'sparse_others_crossing',
+         'bias_cost')
 STRONG = 0.7  # a column this long is stored in full, whatever the REPRESENTED threshold says
+PARTIAL = 0.1  # a shorter column (and not STRONG) is stored in part; below it, dropped
 
 # fresh inputs per grid point to measure the seeds' paired noise: sparse points have heavy
 # tails (two features active at once), and 2^14 inputs put the standard error at S = 0.999
@@ -72,6 +75,18 @@ def seed_noise(tr):
     return out
 
 
+def bias_cost(W, b, points=4096):
+    """Median over the represented features of what one loses when it is active alone, as a
+    share of its worth (the loss of dropping it): E[(x - ReLU(||W_i||^2 x + b_i))^2] / E[x^2]
+    for x uniform on [0, 1] (midpoint rule). Nothing else is active, so this is the price of
+    the feature's own bias, after the column's length has made up what it can."""
+    x = (np.arange(points) + 0.5) / points
+    sq = (np.asarray(W, np.float64) ** 2).sum(0)
+    rep = np.sqrt(sq) > REPRESENTED
+    err = ((x[:, None] - np.maximum(sq[rep] * x[:, None] + b[rep], 0.0)) ** 2).mean(0)
+    return float(np.median(err / np.mean(x ** 2)))
+
+
 def build(trained):
     tr = trained[FAMILY]
     fam = tr.family
@@ -105,8 +120,11 @@ def build(trained):
     norms = [metrics.geometry(tr.model(k)[0])["norm"] for k in last]
     sparsest = [int((nr > REPRESENTED).sum()) for nr in norms]
     strong = sorted({int((nr > STRONG).sum()) for nr in norms})
+    partial = [nr[(nr > PARTIAL) & (nr <= STRONG)] for nr in norms]
     best_last = lowest_loss(tr)[-1]
     others = [k for k in last if k != best_last]
+    crossing = sorted(int((partial[last.index(k)] > REPRESENTED).sum()) for k in others)
+    longest = float(partial[last.index(best_last)].max(initial=0.0))
     excess = [tr.arrays["final_loss"][k] / tr.arrays["final_loss"][best_last] - 1 for k in others]
     se = paired_noise(tr, best_last, others)[1] / tr.arrays["final_loss"][best_last]
     # the best seed against the runner-up at every sparsity: the evaluation's noise, and the
@@ -120,6 +138,13 @@ def build(trained):
              "relu_sparse_represented": int(relu_rep.iloc[-1]),
              "sparse_seed_represented": f"{min(sparsest)} to {max(sparsest)}",
              "sparse_seed_strong": " to ".join(map(str, sorted({strong[0], strong[-1]}))),
+             "sparse_seed_partial": " to ".join(dict.fromkeys(
+                 str(f(map(len, partial))) for f in (min, max))),
+             "sparse_partial_norms": f"{np.concatenate(partial).min():.2f} to "
+                                     f"{np.concatenate(partial).max():.2f}",
+             "sparse_best_longest_partial": f"{longest:.2f}",
+             "sparse_others_crossing": " and ".join(map(str, crossing)),
+             "bias_cost": f"{100 * bias_cost(*tr.model(best_last)[:2]):.1f}%",
              "sparse_seed_excess": f"{100 * min(excess):.0f}% to {100 * max(excess):.0f}%",
              "sparse_seed_gap_se": f"{min(np.array(excess) / se):.0f}",
              "noise_max": f"{100 * max(se for _, se in noise.values()):.1f}%",
@@ -181,6 +206,20 @@ FACT_NOTES = {
     "sparse_seed_strong": ("columns longer than 0.7 (stored in full) in each seed at the "
                            "sparsest sparsity; one number when every seed has as many", None,
                            None, ["superposition"]),
+    "sparse_seed_partial": ("fewest to most partial columns (norm between 0.1 and 0.7) in any "
+                            "seed at the sparsest sparsity", None, None, ["superposition"]),
+    "sparse_partial_norms": ("shortest to longest of those partial columns over all the seeds "
+                             "at the sparsest sparsity", None, None, ["superposition"]),
+    "sparse_best_longest_partial": ("the longest partial column of the lowest-loss seed at the "
+                                    "sparsest sparsity", "norms", "rows of the last s_index "
+                                    "with norm at most 0.7, the largest", ["superposition"]),
+    "sparse_others_crossing": ("partial columns longer than 0.5 (so counted as represented) in "
+                               "each of the other seeds at the sparsest sparsity", None, None,
+                               ["superposition"]),
+    "bias_cost": ("median over the represented features of the lowest-loss model at the "
+                  "sparsest sparsity of the loss a feature has when active alone, as a share of "
+                  "the loss of dropping it: E[(x − ReLU(‖W_i‖² x + b_i))²] / E[x²], x uniform on "
+                  "[0, 1]", None, None, ["superposition"]),
     "sparse_seed_excess": ("how much higher the other seeds' losses are than the best seed's at "
                            "the sparsest sparsity (final_loss, paired scoring)", None, None,
                            ["superposition"]),
